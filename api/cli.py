@@ -1,0 +1,168 @@
+"""The `winnow` command: serve, worker, migrate, createuser, demo."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from api.config import Settings, get_settings
+from api.db import make_engine, make_session_factory, transaction
+
+
+def _migrate(settings: Settings) -> None:
+    from api.migrate import upgrade
+
+    upgrade(settings.db_url)
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    settings = get_settings()
+    _migrate(settings)
+    print(f"database at head: {settings.db_url}")
+    return 0
+
+
+def _worker_argv(queues: str, concurrency: int, pool: str, loglevel: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "-Q",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        pool,
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    os.execv(sys.executable, _worker_argv(args.queues, args.concurrency, args.pool, args.loglevel))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.users import ensure_admin
+
+    settings = get_settings()
+    _migrate(settings)
+    factory = make_session_factory(make_engine(settings.db_url))
+    with transaction(factory) as session:
+        generated = ensure_admin(session, settings.admin_password)
+    if generated:
+        print(f"Created user 'admin' with password: {generated}  (shown once)", flush=True)
+    worker = None
+    if not args.no_worker:
+        worker = subprocess.Popen(
+            _worker_argv("cpu,browser,gpu", settings.worker_concurrency, "prefork", "INFO")
+        )
+    try:
+        uvicorn.run(
+            "api.main:create_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            log_level="info",
+        )
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
+
+
+def cmd_createuser(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from api.users import create_user
+
+    settings = get_settings()
+    password = os.environ.get("WINNOW_NEW_PASSWORD") or getpass.getpass("Password: ")
+    if len(password) < 8:
+        print("use at least 8 characters", file=sys.stderr)
+        return 2
+    factory = make_session_factory(make_engine(settings.db_url))
+    try:
+        with transaction(factory) as session:
+            user = create_user(session, args.username, password, is_admin=args.admin)
+    except IntegrityError:
+        print(f"user {args.username!r} exists", file=sys.stderr)
+        return 1
+    print(f"created user {user.username!r} (id {user.id}{', admin' if args.admin else ''})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from api.demo import create_demo_project
+
+    settings = get_settings()
+    _migrate(settings)
+    factory = make_session_factory(make_engine(settings.db_url))
+    with transaction(factory) as session:
+        project_id, count = create_demo_project(
+            session, settings, args.user, per_class=args.per_class
+        )
+    print(f"created project {project_id} with {count} digit images in 10 classes")
+    print('next: verify it (POST /api/projects/{id}/jobs {"kind": "verify"}), then train')
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="winnow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API and one worker (embedded default)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--no-worker", action="store_true", help="run the API alone")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("-Q", "--queues", default="cpu,browser,gpu")
+    worker.add_argument("-c", "--concurrency", type=int, default=1)
+    worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database to the latest schema")
+    migrate.set_defaults(func=cmd_migrate)
+
+    createuser = sub.add_parser(
+        "createuser", help="create a user (password from WINNOW_NEW_PASSWORD or a prompt)"
+    )
+    createuser.add_argument("username")
+    createuser.add_argument("--admin", action="store_true")
+    createuser.set_defaults(func=cmd_createuser)
+
+    demo = sub.add_parser("demo", help="create a project of handwritten digits (no internet)")
+    demo.add_argument("--user", default="admin", help="owner of the project")
+    demo.add_argument("--per-class", type=int, default=60)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

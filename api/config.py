@@ -1,0 +1,80 @@
+"""Settings, read once from WINNOW_* environment variables.
+
+With nothing set Winnow runs on the embedded default: a SQLite database and a
+SQLite-backed Celery broker, both under the data directory.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WINNOW_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"), description="Images, models, uploads, SQLite files."
+    )
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL; SQLite in data_dir if empty."
+    )
+    broker_url: str = Field(default="", description="Celery broker; SQLite transport if empty.")
+    secret_key: str = Field(default="", description="Signs session cookies; generated if empty.")
+    admin_password: str = Field(default="", description="Password of the first admin user.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    worker_concurrency: int = 1
+
+    chromium: str = Field(default="", description="Chromium executable; Playwright's own if empty.")
+    bing_url: str = "https://www.bing.com"
+    duckduckgo_url: str = "https://duckduckgo.com"
+    safe_search: bool = True
+
+    download_concurrency: int = 64
+    download_per_host: int = 8
+    download_max_bytes: int = 20 * 1024 * 1024
+    download_timeout: float = 30.0
+    fetch_allow: str = Field(
+        default="", description="Comma-separated hosts or networks exempt from the SSRF guard."
+    )
+
+    max_pixels: int = 64_000_000
+    min_image_side: int = 32
+    normal_max_side: int = 512
+    thumb_max_side: int = 160
+
+    weights_dir: Path | None = Field(
+        default=None, description="Torch hub cache for pretrained weights (TORCH_HOME)."
+    )
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'winnow.sqlite').resolve()}"
+
+    @property
+    def celery_broker(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+
+    @property
+    def session_secret(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        # A generated key is kept in the data directory so that sessions survive restarts.
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings

@@ -1,0 +1,143 @@
+"""Request dependencies: settings, database session, caller, project membership."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.config import Settings
+from api.models import ApiToken, Project, ProjectMember, Role, User, utcnow
+from api.security import SESSION_COOKIE, SessionSigner, token_digest
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the handler returns normally."""
+    session: Session = request.app.state.session_factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+
+
+def _user_from_token(session: Session, header: str) -> User | None:
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token.strip())))
+    if row is None:
+        return None
+    row.last_used_at = utcnow()
+    return row.user
+
+
+def optional_user(request: Request, session: DbSession) -> User | None:
+    header = request.headers.get("authorization")
+    if header:
+        user = _user_from_token(session, header)
+        if user is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API token")
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            return None
+        signer: SessionSigner = request.app.state.signer
+        uid = signer.loads(cookie)
+        user = session.get(User, uid) if uid is not None else None
+        if user is None:
+            return None
+        # Cookies ride along on cross-site requests; bearer tokens do not. So only
+        # cookie-authenticated writes need the CSRF header the web pages send.
+        if request.method not in SAFE_METHODS and not signer.csrf_ok(
+            cookie, request.headers.get("x-csrf-token")
+        ):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-CSRF-Token header")
+    if not user.is_active:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this account is disabled")
+    return user
+
+
+def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+    if user is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "log in (POST /api/auth/login) or send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def require_admin(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin only")
+    return user
+
+
+AdminUser = Annotated[User, Depends(require_admin)]
+
+
+@dataclass
+class Access:
+    project: Project
+    user: User
+    role: Role
+
+    @property
+    def can_edit(self) -> bool:
+        return self.role in (Role.owner, Role.editor)
+
+
+def project_access(project_id: int, session: DbSession, user: CurrentUser) -> Access:
+    project = session.get(Project, project_id)
+    member = session.get(ProjectMember, (project_id, user.id)) if project else None
+    if project is None or (member is None and not user.is_admin):
+        # Same answer for "absent" and "not yours": project ids are not a secret,
+        # but their existence should not leak to outsiders either.
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project_id} not found")
+    role = member.role if member is not None else Role.owner
+    return Access(project=project, user=user, role=role)
+
+
+ProjectAccess = Annotated[Access, Depends(project_access)]
+
+
+def editor_access(access: ProjectAccess) -> Access:
+    if not access.can_edit:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "viewers cannot change this project")
+    return access
+
+
+EditorAccess = Annotated[Access, Depends(editor_access)]
+
+
+def owner_access(access: ProjectAccess) -> Access:
+    if access.role is not Role.owner:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the project's owners can do this")
+    return access
+
+
+OwnerAccess = Annotated[Access, Depends(owner_access)]

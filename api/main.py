@@ -1,0 +1,54 @@
+"""The FastAPI application: REST under /api, web pages under /, static files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+
+from api.config import Settings, get_settings
+from api.db import make_engine, make_session_factory
+from api.routes import auth, exports, images, jobs, models, projects
+from api.schemas import Health
+from api.security import SessionSigner
+from web import pages
+
+VERSION = "0.1.0"
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Winnow",
+        version=VERSION,
+        description="Build an image classifier from the web: harvest, verify, train, clean, export.",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+    )
+    engine = make_engine(settings.db_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.signer = SessionSigner(settings.session_secret)
+
+    @app.get("/api/health", response_model=Health, tags=["health"])
+    def health(request: Request) -> Health:
+        try:
+            with request.app.state.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise HTTPException(503, f"database unavailable: {exc}") from exc
+        return Health(
+            database=engine.url.get_backend_name(),
+            broker=settings.celery_broker.split(":", 1)[0],
+            version=VERSION,
+        )
+
+    for module in (auth, projects, images, jobs, models, exports):
+        app.include_router(module.router, prefix="/api")
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
+    return app

@@ -1,0 +1,126 @@
+"""Parameters of each job kind, validated by the API before a job is queued.
+
+The worker reads the same models back from ``job.params`` so that both sides agree.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImportZipParams(_Params):
+    upload: str = Field(description="Path of the uploaded zip, relative to the data directory.")
+    label: str | None = Field(
+        default=None, description="Class for files at the top level of the zip (no folder)."
+    )
+
+
+class UrlItem(_Params):
+    url: str
+    label: str
+
+
+class ImportUrlsParams(_Params):
+    items: list[UrlItem] = Field(min_length=1, max_length=100_000)
+
+
+class HarvestParams(_Params):
+    engines: list[Literal["bing", "duckduckgo"]] = Field(default_factory=lambda: ["bing"])
+    class_ids: list[int] | None = Field(
+        default=None, description="Classes to harvest; all classes with queries when omitted."
+    )
+    max_per_class: int = Field(default=200, ge=1, le=5000)
+    min_width: int = Field(default=0, ge=0)
+    min_height: int = Field(default=0, ge=0)
+    safe_search: bool = True
+
+
+class VerifyParams(_Params):
+    recheck: bool = Field(
+        default=False, description="Verify every image again, not only pending ones."
+    )
+
+
+Arch = Literal["resnet18", "resnet34", "resnet50", "convnext_tiny", "efficientnet_b0"]
+
+
+class TrainParams(_Params):
+    arch: Arch = "resnet18"
+    pretrained: bool = True
+    image_size: int = Field(default=224, ge=16, le=1024)
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    epochs: int = Field(default=4, ge=0, le=500)
+    freeze_epochs: int = Field(default=1, ge=0, le=100)
+    lr: float | None = Field(
+        default=None, gt=0, description="Base learning rate; lr_find if unset."
+    )
+    weight_decay: float = Field(default=0.01, ge=0)
+    valid_pct: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 42
+    augment: bool = True
+
+
+class LrFindParams(_Params):
+    arch: Arch = "resnet18"
+    pretrained: bool = True
+    image_size: int = Field(default=224, ge=16, le=1024)
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    num_iter: int = Field(default=100, ge=5, le=1000)
+    valid_pct: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 42
+
+
+class RankParams(_Params):
+    model_version_id: int | None = Field(
+        default=None, description="Model to score with; the project's latest when omitted."
+    )
+    out_of_fold: bool = Field(default=False, description="Also rank by k-fold cross-validation.")
+    folds: int = Field(default=5, ge=2, le=10)
+
+
+class _JobRequest(_Params):
+    pass
+
+
+class ImportUrlsJob(_JobRequest):
+    kind: Literal["import_urls"]
+    params: ImportUrlsParams
+
+
+class HarvestJob(_JobRequest):
+    kind: Literal["harvest"]
+    params: HarvestParams = Field(default_factory=HarvestParams)
+
+
+class VerifyJob(_JobRequest):
+    kind: Literal["verify"]
+    params: VerifyParams = Field(default_factory=VerifyParams)
+
+
+class TrainJob(_JobRequest):
+    kind: Literal["train"]
+    params: TrainParams = Field(default_factory=TrainParams)
+
+
+class LrFindJob(_JobRequest):
+    kind: Literal["lr_find"]
+    params: LrFindParams = Field(default_factory=LrFindParams)
+
+
+class RankJob(_JobRequest):
+    kind: Literal["rank"]
+    params: RankParams = Field(default_factory=RankParams)
+
+
+JobRequest = Annotated[
+    ImportUrlsJob | HarvestJob | VerifyJob | TrainJob | LrFindJob | RankJob,
+    Field(discriminator="kind"),
+]

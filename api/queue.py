@@ -1,0 +1,50 @@
+"""Enqueue side of Celery for the API: tasks are sent by name, never imported."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from api.config import get_settings
+
+# Job kind -> (task name, queue). The worker side registers the same names.
+TASKS: dict[str, tuple[str, str]] = {
+    "import_zip": ("winnow.import_zip", "cpu"),
+    "import_urls": ("winnow.import_urls", "cpu"),
+    "harvest": ("winnow.harvest", "browser"),
+    "verify": ("winnow.verify", "cpu"),
+    "train": ("winnow.train", "gpu"),
+    "lr_find": ("winnow.lr_find", "gpu"),
+    "rank": ("winnow.rank", "gpu"),
+}
+QUEUES = ("cpu", "browser", "gpu")
+
+
+def celery_config(broker_url: str) -> dict[str, object]:
+    """Configuration shared by the sending (API) and the consuming (worker) side."""
+    return {
+        "broker_url": broker_url,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        # The jobs table is the truth about a job; the result backend is unused.
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": "cpu",
+    }
+
+
+@lru_cache
+def sender() -> Celery:
+    app = Celery("winnow")
+    app.conf.update(celery_config(get_settings().celery_broker))
+    return app
+
+
+def enqueue(kind: str, job_id: int) -> None:
+    name, queue = TASKS[kind]
+    sender().send_task(name, args=[job_id], queue=queue)

@@ -1,0 +1,96 @@
+"""Log in and out, users, personal API tokens."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from api.deps import AdminUser, CurrentUser, DbSession
+from api.models import ApiToken, User
+from api.schemas import LoginIn, TokenCreated, TokenIn, TokenOut, UserIn, UserOut
+from api.security import (
+    SESSION_COOKIE,
+    SESSION_MAX_AGE,
+    SessionSigner,
+    new_api_token,
+    token_digest,
+)
+from api import users
+from api.users import authenticate
+
+router = APIRouter(tags=["auth"])
+
+
+@router.post("/auth/login", response_model=UserOut)
+def login(body: LoginIn, request: Request, response: Response, session: DbSession) -> User:
+    """Check the password and set the session cookie (for the browser and for curl -c)."""
+    user = authenticate(session, body.username, body.password)
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+    signer: SessionSigner = request.app.state.signer
+    response.set_cookie(
+        SESSION_COOKIE,
+        signer.dumps(user.id),
+        max_age=SESSION_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return user
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+def logout(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE)
+
+
+@router.get("/users/me", response_model=UserOut)
+def me(user: CurrentUser) -> User:
+    return user
+
+
+@router.get("/users", response_model=list[UserOut])
+def list_users(session: DbSession, _admin: AdminUser) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.id)))
+
+
+@router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+def create_user(body: UserIn, session: DbSession, _admin: AdminUser) -> User:
+    try:
+        return users.create_user(session, body.username, body.password, body.is_admin)
+    except IntegrityError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"user {body.username!r} exists") from exc
+
+
+@router.get("/users/me/tokens", response_model=list[TokenOut])
+def list_tokens(session: DbSession, user: CurrentUser) -> list[ApiToken]:
+    return list(
+        session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id))
+    )
+
+
+@router.post("/users/me/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
+def create_token(body: TokenIn, session: DbSession, user: CurrentUser) -> TokenCreated:
+    token = new_api_token()
+    row = ApiToken(
+        user_id=user.id, name=body.name, token_hash=token_digest(token), prefix=token[:10]
+    )
+    session.add(row)
+    session.flush()
+    return TokenCreated(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        last_used_at=None,
+        token=token,
+    )
+
+
+@router.delete("/users/me/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_token(token_id: int, session: DbSession, user: CurrentUser) -> None:
+    row = session.get(ApiToken, token_id)
+    if row is None or row.user_id != user.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"token {token_id} not found")
+    session.delete(row)

@@ -1,0 +1,256 @@
+"""Images: the review queue, files, cleaning decisions, the audit trail and undo."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.exc import StaleDataError
+
+from api import labels
+from api.deps import DbSession, EditorAccess, ProjectAccess, SettingsDep
+from api.images import ImageFilter, Sort, image_out, list_images
+from api.ingest import class_by_name
+from api.models import Image, ImageClass, ImageState, LabelEvent, User
+from api.schemas import BulkPatch, BulkResult, ImageOut, ImagePage, ImagePatch, LabelEventOut
+from api.store import ImageStore
+
+router = APIRouter(tags=["images"])
+
+
+def load_image(session: Session, project_id: int, image_id: int) -> Image:
+    image = session.get(Image, image_id)
+    if image is None or image.project_id != project_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"image {image_id} not found")
+    return image
+
+
+def _label_id(session: Session, project_id: int, name: str | None) -> int | None:
+    if name is None:
+        return None
+    try:
+        return class_by_name(session, project_id, name).id
+    except LookupError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+
+
+@router.get("/projects/{project_id}/images", response_model=ImagePage)
+def get_images(
+    access: ProjectAccess,
+    session: DbSession,
+    state: ImageState | None = None,
+    label: str | None = Query(default=None, description="Class name; '-' for unlabelled."),
+    duplicates: bool = False,
+    model: int | None = Query(default=None, description="Model version whose scores to show."),
+    method: Literal["in_sample", "out_of_fold"] | None = None,
+    sort: Sort = "id",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ImagePage:
+    """List images; sort=-loss with a ranked model gives the lesson's top losses."""
+    pid = access.project.id
+    flt = ImageFilter(
+        state=state,
+        label_id=_label_id(session, pid, label) if label not in (None, "-") else None,
+        unlabelled=label == "-",
+        model_version_id=model,
+        method=method,
+        duplicates=duplicates,
+    )
+    total, items = list_images(session, pid, flt, sort=sort, limit=limit, offset=offset)
+    return ImagePage(total=total, items=items)
+
+
+@router.get("/projects/{project_id}/images/{image_id}", response_model=ImageOut)
+def get_image(image_id: int, access: ProjectAccess, session: DbSession) -> ImageOut:
+    return image_out(session, load_image(session, access.project.id, image_id))
+
+
+@router.get("/projects/{project_id}/images/{image_id}/file", response_class=FileResponse)
+def get_image_file(
+    image_id: int,
+    access: ProjectAccess,
+    session: DbSession,
+    settings: SettingsDep,
+    variant: Literal["raw", "normal", "thumb"] = "thumb",
+) -> FileResponse:
+    """The bytes of an image. Raw downloads are sent as an attachment, never rendered inline."""
+    image = load_image(session, access.project.id, image_id)
+    path = ImageStore(settings.data_dir / "images").path(image.sha256, variant)
+    if not path.exists():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {variant} file for image {image_id}")
+    if variant == "raw":
+        # The raw bytes are whatever a web server sent: never let a browser sniff them into HTML.
+        return FileResponse(
+            path,
+            media_type="application/octet-stream",
+            filename=image.filename or image.sha256,
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+    return FileResponse(
+        path,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=31536000, immutable"},
+    )
+
+
+def _apply(
+    session: Session,
+    settings_store: ImageStore,
+    image: Image,
+    action: str,
+    label_id: int | None,
+    version: int,
+    user_id: int,
+    source: str,
+) -> None:
+    labels.apply_change(
+        session,
+        image,
+        labels.Change(action=action, label_id=label_id),
+        user_id=user_id,
+        source=source,
+        expected_version=version,
+        restorable=settings_store.exists(image.sha256, "normal"),
+    )
+
+
+@router.patch("/projects/{project_id}/images/{image_id}", response_model=ImageOut)
+def update_image(
+    image_id: int,
+    body: ImagePatch,
+    access: EditorAccess,
+    session: DbSession,
+    settings: SettingsDep,
+    source: Annotated[str, Query(max_length=32)] = "api",
+) -> ImageOut:
+    """Relabel, delete, restore or keep one image. Send the version you saw: a stale one is a 409."""
+    image = load_image(session, access.project.id, image_id)
+    action = body.action or ("relabel" if body.label is not None else None)
+    if action is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give an action or a label")
+    label_id = _label_id(session, access.project.id, body.label)
+    store = ImageStore(settings.data_dir / "images")
+    try:
+        _apply(session, store, image, action, label_id, body.version, access.user.id, source)
+        session.flush()
+    except labels.StaleVersion as exc:
+        session.rollback()
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            {
+                "message": "someone changed this image since you loaded it",
+                "image": image_out(session, exc.image).model_dump(mode="json"),
+            },
+        ) from exc
+    except StaleDataError as exc:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, "concurrent change; reload") from exc
+    except labels.InvalidChange as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return image_out(session, image)
+
+
+@router.post("/projects/{project_id}/images/bulk", response_model=BulkResult)
+def bulk_update(
+    body: BulkPatch, access: EditorAccess, session: DbSession, settings: SettingsDep
+) -> BulkResult:
+    """Apply one action to many images; stale or impossible ones are reported, the rest applied."""
+    label_id = _label_id(session, access.project.id, body.label)
+    if body.action == "relabel" and label_id is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "relabel needs a label")
+    store = ImageStore(settings.data_dir / "images")
+    changed, conflicts = [], []
+    for item in body.images:
+        image = load_image(session, access.project.id, item.id)
+        try:
+            with session.begin_nested():
+                _apply(
+                    session,
+                    store,
+                    image,
+                    body.action,
+                    label_id,
+                    item.version,
+                    access.user.id,
+                    "bulk",
+                )
+        except (labels.StaleVersion, labels.InvalidChange, StaleDataError):
+            session.refresh(image)
+            conflicts.append(item.id)
+            continue
+        changed.append(image)
+    session.flush()
+    return BulkResult(changed=[image_out(session, i) for i in changed], conflicts=conflicts)
+
+
+def _event_out(event: LabelEvent, names: dict[int, str], users: dict[int, str]) -> LabelEventOut:
+    return LabelEventOut(
+        id=event.id,
+        image_id=event.image_id,
+        user=users.get(event.user_id) if event.user_id else None,
+        created_at=event.created_at,
+        action=event.action,
+        old_label=names.get(event.old_label_id) if event.old_label_id else None,
+        new_label=names.get(event.new_label_id) if event.new_label_id else None,
+        old_state=event.old_state,
+        new_state=event.new_state,
+        source=event.source,
+        reverts_id=event.reverts_id,
+    )
+
+
+def _lookups(session: Session, project_id: int) -> tuple[dict[int, str], dict[int, str]]:
+    names = dict(
+        session.execute(
+            select(ImageClass.id, ImageClass.name).where(ImageClass.project_id == project_id)
+        ).tuples()
+    )
+    users = dict(session.execute(select(User.id, User.username)).tuples())
+    return names, users
+
+
+@router.get("/projects/{project_id}/events", response_model=list[LabelEventOut])
+def list_events(
+    access: ProjectAccess,
+    session: DbSession,
+    image_id: int | None = None,
+    user: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: int | None = Query(default=None, description="Events with an id below this (paging)."),
+) -> list[LabelEventOut]:
+    """The audit trail, newest first."""
+    stmt = select(LabelEvent).where(LabelEvent.project_id == access.project.id)
+    if image_id is not None:
+        stmt = stmt.where(LabelEvent.image_id == image_id)
+    if user is not None:
+        who = aliased(User)
+        stmt = stmt.join(who, who.id == LabelEvent.user_id).where(who.username == user)
+    if before is not None:
+        stmt = stmt.where(LabelEvent.id < before)
+    events = session.scalars(stmt.order_by(LabelEvent.id.desc()).limit(limit))
+    names, users = _lookups(session, access.project.id)
+    return [_event_out(e, names, users) for e in events]
+
+
+@router.post(
+    "/projects/{project_id}/events/{event_id}/undo",
+    response_model=LabelEventOut,
+    status_code=status.HTTP_201_CREATED,
+)
+def undo(event_id: int, access: EditorAccess, session: DbSession) -> LabelEventOut:
+    """Apply the inverse of an event as a new event (the trail keeps both)."""
+    event = session.get(LabelEvent, event_id)
+    if event is None or event.project_id != access.project.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"event {event_id} not found")
+    image = load_image(session, access.project.id, event.image_id)
+    try:
+        new = labels.undo_event(session, event, image, access.user.id)
+        session.flush()
+    except labels.InvalidChange as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    names, users = _lookups(session, access.project.id)
+    return _event_out(new, names, users)

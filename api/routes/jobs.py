@@ -1,0 +1,169 @@
+"""Jobs (harvest, import, verify, train, rank...) and the uploads that start imports."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api import jobs
+from api.deps import Access, DbSession, EditorAccess, ProjectAccess, SettingsDep
+from api.ingest import Provenance, add_image, class_by_name, class_from_filename, parse_url_list
+from api.models import Job, JobStatus
+from api.params import ImportUrlsParams, ImportZipParams, JobRequest, UrlItem
+from api.schemas import JobOut
+from api.store import ImageStore
+
+router = APIRouter(tags=["jobs"])
+
+MAX_UPLOAD_BYTES = 4 * 1024**3
+MAX_IMAGE_UPLOAD_BYTES = 50 * 1024**2
+
+
+def _start(session: Session, access: Access, kind: str, params: dict[str, object]) -> Job:
+    job = jobs.create_job(session, access.project.id, kind, params, access.user.id)
+    # Commit before enqueue, so the worker finds the row whatever the broker's latency.
+    session.commit()
+    jobs.enqueue_job(job)
+    return job
+
+
+def load_job(session: Session, project_id: int, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.project_id != project_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    return job
+
+
+@router.post(
+    "/projects/{project_id}/jobs", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED
+)
+def create_job(body: JobRequest, access: EditorAccess, session: DbSession) -> Job:
+    """Queue a job. Its progress and result are at GET .../jobs/{id}."""
+    return _start(session, access, body.kind, body.params.model_dump(mode="json"))
+
+
+@router.get("/projects/{project_id}/jobs", response_model=list[JobOut])
+def list_jobs(
+    access: ProjectAccess,
+    session: DbSession,
+    kind: str | None = None,
+    job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[Job]:
+    stmt = select(Job).where(Job.project_id == access.project.id)
+    if kind:
+        stmt = stmt.where(Job.kind == kind)
+    if job_status:
+        stmt = stmt.where(Job.status == job_status)
+    return list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit)))
+
+
+@router.get("/projects/{project_id}/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: int, access: ProjectAccess, session: DbSession) -> Job:
+    return load_job(session, access.project.id, job_id)
+
+
+@router.post("/projects/{project_id}/jobs/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: int, access: EditorAccess, session: DbSession) -> Job:
+    """Cancel a queued job at once, or ask a running one to stop at its next progress report."""
+    job = load_job(session, access.project.id, job_id)
+    if job.status not in (JobStatus.queued, JobStatus.running):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is already {job.status.value}")
+    return jobs.request_cancel(session, job)
+
+
+def _save_upload(upload: UploadFile, target: Path, limit: int) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    with target.open("wb") as out:
+        while chunk := upload.file.read(1024 * 1024):
+            size += len(chunk)
+            if size > limit:
+                out.close()
+                target.unlink(missing_ok=True)
+                raise HTTPException(
+                    status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename} is over {limit} bytes"
+                )
+            out.write(chunk)
+    return size
+
+
+@router.post(
+    "/projects/{project_id}/imports/zip",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+def import_zip(
+    access: EditorAccess,
+    session: DbSession,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="A zip in ImageFolder layout: <class>/<image>.")],
+    label: Annotated[str | None, Form(description="Class for files outside any folder.")] = None,
+) -> Job:
+    """Import a zip: each folder name is a class (created when new)."""
+    relative = Path("uploads") / f"{uuid.uuid4().hex}.zip"
+    _save_upload(file, settings.data_dir / relative, MAX_UPLOAD_BYTES)
+    params = ImportZipParams(upload=relative.as_posix(), label=label)
+    return _start(session, access, "import_zip", params.model_dump(mode="json"))
+
+
+@router.post(
+    "/projects/{project_id}/imports/urls",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+def import_url_files(
+    access: EditorAccess,
+    session: DbSession,
+    files: Annotated[list[UploadFile], File(description="fastai urls_<class>.txt files.")],
+    label: Annotated[
+        str | None, Form(description="Class for every URL (else from file name).")
+    ] = None,
+) -> Job:
+    """Import URL lists: one URL per line; the class comes from `label` or urls_<class>.txt."""
+    items: list[UrlItem] = []
+    for upload in files:
+        cls = label or class_from_filename(upload.filename or "")
+        if not cls:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"no class for {upload.filename!r}: name it urls_<class>.txt or send label",
+            )
+        text = upload.file.read(MAX_IMAGE_UPLOAD_BYTES).decode("utf-8", errors="replace")
+        items.extend(UrlItem(url=u, label=cls) for u in parse_url_list(text))
+    if not items:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no URLs in the files")
+    params = ImportUrlsParams(items=items)
+    return _start(session, access, "import_urls", params.model_dump(mode="json"))
+
+
+@router.post("/projects/{project_id}/imports/images", status_code=status.HTTP_201_CREATED)
+def upload_images(
+    access: EditorAccess,
+    session: DbSession,
+    settings: SettingsDep,
+    files: Annotated[list[UploadFile], File(description="Image files.")],
+    label: Annotated[
+        str | None, Form(description="Class of all the files (created if new).")
+    ] = None,
+) -> dict[str, int]:
+    """Add image files directly; they are pending until a verify job has decoded them."""
+    store = ImageStore(settings.data_dir / "images")
+    label_id = class_by_name(session, access.project.id, label, create=True).id if label else None
+    added = duplicates = 0
+    for upload in files:
+        data = upload.file.read(MAX_IMAGE_UPLOAD_BYTES + 1)
+        if len(data) > MAX_IMAGE_UPLOAD_BYTES:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename} is too large"
+            )
+        prov = Provenance(source="upload", filename=upload.filename or "")
+        _, created = add_image(session, store, access.project.id, data, label_id, prov)
+        added += created
+        duplicates += not created
+    return {"added": added, "duplicates": duplicates}

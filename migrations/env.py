@@ -1,0 +1,56 @@
+"""Alembic environment: the URL comes from Winnow's settings unless the caller set one."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection
+
+from api import models  # noqa: F401  (registers the tables on the metadata)
+from api.config import get_settings
+from api.db import Base, make_engine
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    return config.get_main_option("sqlalchemy.url") or get_settings().db_url
+
+
+def _configure(connection: Connection | None = None, url: str | None = None) -> None:
+    context.configure(
+        connection=connection,
+        url=url,
+        target_metadata=target_metadata,
+        # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
+        render_as_batch=True,
+        compare_type=True,
+        literal_binds=connection is None,
+    )
+
+
+def run_offline() -> None:
+    _configure(url=_url())
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    connectable = config.attributes.get("connection")
+    if connectable is not None:
+        _configure(connection=connectable)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = make_engine(_url())
+    with engine.connect() as connection:
+        _configure(connection=connection)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

@@ -1,0 +1,146 @@
+"""Job state machine: queued -> running -> succeeded | failed | cancelled.
+
+The database is the truth about a job. A task hands its job id to run_job with the
+function that does the work; the runner owns every transaction around it, so job
+functions open short ones through ``ctx.session()`` and never hold one across
+network, browser or training work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.config import Settings, get_settings
+from api.db import make_engine, make_session_factory, transaction
+from api.models import Job, JobStatus, utcnow
+from api.store import ImageStore
+
+log = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when someone asked to cancel it."""
+
+
+@dataclass
+class JobContext:
+    job_id: int
+    project_id: int
+    params: dict[str, Any]
+    settings: Settings
+    store: ImageStore
+    factory: sessionmaker[Session]
+    clock: Callable[[], float] = time.monotonic
+    report_interval: float = 0.5
+    _last_report: float = field(default=-1e9)
+    _last_cancel_check: float = field(default=-1e9)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with transaction(self.factory) as session:
+            yield session
+
+    def report(self, done: int, total: int, message: str = "", force: bool = False) -> None:
+        """Store progress (throttled) and raise JobCancelled if a cancel was requested."""
+        now = self.clock()
+        if not force and now - self._last_report < self.report_interval:
+            return
+        self._last_report = now
+        with self.session() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == self.job_id)
+                .values(done=done, total=total, message=message[:2000], updated_at=utcnow())
+            )
+            cancel = s.get(Job, self.job_id, populate_existing=True)
+            wanted = bool(cancel and cancel.cancel_requested)
+        if wanted:
+            raise JobCancelled()
+
+    def check_cancel(self) -> None:
+        """Cheap cancel check for tight loops (at most every half second)."""
+        now = self.clock()
+        if now - self._last_cancel_check < self.report_interval:
+            return
+        self._last_cancel_check = now
+        with self.session() as s:
+            job = s.get(Job, self.job_id, populate_existing=True)
+            if job is not None and job.cancel_requested:
+                raise JobCancelled()
+
+
+JobFn = Callable[[JobContext], dict[str, Any] | None]
+
+
+@lru_cache
+def _factory(url: str) -> sessionmaker[Session]:
+    return make_session_factory(make_engine(url))
+
+
+def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
+    """Run one job to a final state; return that state. Never raises for job errors."""
+    settings = settings or get_settings()
+    factory = _factory(settings.db_url)
+    with transaction(factory) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            log.warning("job %s does not exist; ignoring", job_id)
+            return "missing"
+        if job.status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
+            # A redelivered message for a finished job: nothing to do.
+            return job.status.value
+        if job.cancel_requested:
+            job.status = JobStatus.cancelled
+            job.finished_at = utcnow()
+            job.message = "cancelled before it started"
+            return job.status.value
+        # A job found "running" was interrupted (worker killed, message redelivered):
+        # job functions are idempotent, so it simply runs again.
+        job.status = JobStatus.running
+        job.attempts += 1
+        job.started_at = utcnow()
+        job.error = None
+        ctx = JobContext(
+            job_id=job.id,
+            project_id=job.project_id,
+            params=dict(job.params or {}),
+            settings=settings,
+            store=ImageStore(settings.data_dir / "images"),
+            factory=factory,
+        )
+
+    status, result, error = JobStatus.succeeded, None, None
+    try:
+        result = fn(ctx) or {}
+    except JobCancelled:
+        status = JobStatus.cancelled
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        status = JobStatus.failed
+        error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}"
+
+    with transaction(factory) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            return "missing"
+        job.status = status
+        job.finished_at = utcnow()
+        if result is not None:
+            job.result = result
+            job.done = max(job.done, job.total)
+        if error is not None:
+            job.error = error
+            job.message = error.splitlines()[0][:2000]
+        elif status is JobStatus.cancelled:
+            job.message = "cancelled"
+    return status.value

@@ -1,0 +1,191 @@
+"""The dataset of a project: labelled images from the database, a stable split, transforms.
+
+The validation split is decided per image by a hash of (seed, sha256), not by shuffling a
+list: adding, deleting or relabelling other images never moves an image between train and
+validation, so a retrain after cleaning is compared on the same validation images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from api.models import Image, ImageClass, ImageState
+from api.predict import IMAGENET_MEAN, IMAGENET_STD, center_crop, decode_rgb
+from api.store import ImageStore
+
+# Training crops are cut from a copy a little larger than the input, as fastai's
+# RandomResizedCrop cuts from the full image; a quarter more keeps memory modest.
+TRAIN_SOURCE_SCALE = 1.25
+# Decoded images are kept in memory up to this many bytes; the rest are decoded per batch.
+CACHE_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class Sample:
+    image_id: int
+    sha256: str
+    label: int
+    path: Path
+
+
+@dataclass
+class DataSplit:
+    classes: list[str]
+    class_ids: list[int]
+    train: list[Sample]
+    valid: list[Sample]
+    missing: int = 0
+
+    @property
+    def version(self) -> str:
+        """A digest of exactly which images with which labels were used."""
+        digest = hashlib.sha256()
+        for sample in sorted(self.train + self.valid, key=lambda s: s.image_id):
+            digest.update(f"{sample.image_id}:{sample.sha256}:{sample.label};".encode())
+        return digest.hexdigest()[:16]
+
+
+def in_validation(seed: int, sha256: str, valid_pct: float) -> bool:
+    digest = hashlib.sha256(f"{seed}:{sha256}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < valid_pct
+
+
+def fold_of(seed: int, sha256: str, folds: int) -> int:
+    digest = hashlib.sha256(f"fold:{seed}:{sha256}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % folds
+
+
+def load_samples(
+    session: Session, project_id: int, store: ImageStore
+) -> tuple[list[str], list[int], list[Sample], int]:
+    """Ok, labelled images with a normalised copy; classes that have at least one, by id."""
+    rows = session.execute(
+        select(Image.id, Image.sha256, Image.label_id, ImageClass.name)
+        .join(ImageClass, ImageClass.id == Image.label_id)
+        .where(Image.project_id == project_id, Image.state == ImageState.ok)
+        .order_by(Image.id)
+    ).all()
+    names = {label_id: name for _, _, label_id, name in rows}
+    class_ids = sorted(names)
+    index = {class_id: i for i, class_id in enumerate(class_ids)}
+    samples, missing = [], 0
+    for image_id, sha, label_id, _ in rows:
+        path = store.path(sha, "normal")
+        if not path.exists():
+            missing += 1
+            continue
+        samples.append(Sample(image_id, sha, index[label_id], path))
+    return [names[c] for c in class_ids], class_ids, samples, missing
+
+
+def load_split(
+    session: Session, project_id: int, store: ImageStore, valid_pct: float, seed: int
+) -> DataSplit:
+    classes, class_ids, samples, missing = load_samples(session, project_id, store)
+    train = [s for s in samples if not in_validation(seed, s.sha256, valid_pct)]
+    valid = [s for s in samples if in_validation(seed, s.sha256, valid_pct)]
+    return DataSplit(classes, class_ids, train, valid, missing)
+
+
+@dataclass
+class ImageCache:
+    """Decoded images (HWC uint8) at a fixed shorter side, in memory within a byte budget."""
+
+    short_side: int
+    budget: int = CACHE_BYTES
+    arrays: dict[Path, np.ndarray] = field(default_factory=dict)
+    used: int = 0
+
+    def get(self, path: Path) -> np.ndarray:
+        array = self.arrays.get(path)
+        return array if array is not None else decode_rgb(path, self.short_side)
+
+    def preload(
+        self, paths: Sequence[Path], progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Decode up front with threads (PIL releases the GIL while decoding)."""
+        todo = [p for p in paths if p not in self.arrays]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for done, (path, array) in enumerate(
+                zip(todo, pool.map(lambda p: decode_rgb(p, self.short_side), todo), strict=True)
+            ):
+                if self.used + array.nbytes <= self.budget:
+                    self.arrays[path] = array
+                    self.used += array.nbytes
+                if progress is not None:
+                    progress(done + 1, len(todo))
+
+
+def train_source_side(image_size: int) -> int:
+    return math.ceil(image_size * TRAIN_SOURCE_SCALE)
+
+
+def normalize_transform() -> v2.Transform:
+    return v2.Compose(
+        [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)),
+        ]
+    )
+
+
+def augment_transform(image_size: int) -> v2.Transform:
+    """fastai's aug_transforms defaults: flip, rotate 10°, zoom 1.1, lighting 0.2, warp 0.2."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, scale=(0.35, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.RandomAffine(degrees=10.0, scale=(1.0, 1.1))], p=0.75),
+            v2.RandomPerspective(distortion_scale=0.2, p=0.75),
+            v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.75),
+            normalize_transform(),
+        ]
+    )
+
+
+def plain_transform(image_size: int) -> v2.Transform:
+    """No augmentation: shorter side to the size, centre crop (for cached features)."""
+    return v2.Compose(
+        [
+            v2.Resize(image_size, antialias=True),
+            v2.CenterCrop(image_size),
+            normalize_transform(),
+        ]
+    )
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Samples read through an ImageCache; ``transform`` is None for the validation path,
+    which centre-crops at exactly the cache's side, as api.predict does."""
+
+    def __init__(
+        self, samples: Sequence[Sample], cache: ImageCache, transform: v2.Transform | None
+    ) -> None:
+        self.samples = list(samples)
+        self.cache = cache
+        self.transform = transform
+        self.normalize = normalize_transform()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index]
+        array = self.cache.get(sample.path)
+        if self.transform is None:
+            array = center_crop(array, self.cache.short_side)
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+        transform = self.transform or self.normalize
+        return transform(tensor), sample.label

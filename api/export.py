@@ -23,8 +23,7 @@ def export_rows(session: Session, project_id: int) -> Iterator[tuple[Image, str]
         .where(Image.project_id == project_id, Image.state == ImageState.ok)
         .order_by(ImageClass.name, Image.id)
     )
-    for image, label in rows:
-        yield image, label
+    yield from rows.tuples()
 
 
 def member_name(image: Image, label: str) -> str:

@@ -23,9 +23,9 @@ def create_job(
     return job
 
 
-def enqueue_job(job: Job) -> None:
+def enqueue_job(broker_url: str, job: Job) -> None:
     # Commit before enqueue: the worker must find the row when the message arrives.
-    queue.enqueue(job.kind, job.id)
+    queue.enqueue(broker_url, job.kind, job.id)
 
 
 def request_cancel(session: Session, job: Job) -> Job:

@@ -108,7 +108,8 @@ def apply_change(
         elif image.state is ImageState.rejected:
             if not restorable:
                 raise InvalidChange(
-                    f"image {image.id} was rejected ({image.reject_reason}) and has no decodable copy"
+                    f"image {image.id} was rejected ({image.reject_reason}) "
+                    "and has no decodable copy"
                 )
             target = ImageState.ok
         else:

@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Winnow",
         version=VERSION,
-        description="Build an image classifier from the web: harvest, verify, train, clean, export.",
+        description="Build an image classifier from the web: harvest, verify, train, export.",
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",
     )

@@ -193,8 +193,6 @@ class Image(Base):
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
 
-    label: Mapped[ImageClass | None] = relationship()
-
     __mapper_args__ = {"version_id_col": version}
 
 

@@ -64,6 +64,11 @@ class TrainParams(_Params):
     valid_pct: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 42
     augment: bool = True
+    weights_file: str | None = Field(
+        default=None,
+        description="Local weights (.safetensors or .pth state dict) for the body; a path "
+        "relative to the data directory or absolute. Used instead of downloading.",
+    )
 
 
 class LrFindParams(_Params):
@@ -76,6 +81,9 @@ class LrFindParams(_Params):
     num_iter: int = Field(default=100, ge=5, le=1000)
     valid_pct: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 42
+    weights_file: str | None = Field(
+        default=None, description="Local body weights, as for training."
+    )
 
 
 class RankParams(_Params):

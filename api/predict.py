@@ -32,7 +32,7 @@ def decode_rgb(source: bytes | Path, short_side: int) -> np.ndarray:
     size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
     if size != image.size:
         image = image.resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8)
 
 
 def center_crop(array: np.ndarray, size: int) -> np.ndarray:
@@ -47,9 +47,9 @@ def normalise(
     std: tuple[float, ...] = IMAGENET_STD,
 ) -> np.ndarray:
     """HWC uint8 -> CHW float32 with the ImageNet statistics."""
-    scaled = array.astype(np.float32) / 255.0
-    scaled = (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(scaled.transpose(2, 0, 1))
+    scaled = array.astype(np.float32) / np.float32(255.0)
+    centred = (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(centred.transpose(2, 0, 1), dtype=np.float32)
 
 
 def prepare(source: bytes | Path, size: int) -> np.ndarray:

@@ -41,13 +41,14 @@ def create_project(session: Session, body: ProjectIn, owner_id: int) -> Project:
 
 def projects_for(session: Session, user_id: int, is_admin: bool) -> list[tuple[Project, Role]]:
     if is_admin:
-        roles = dict(
-            session.execute(
+        roles = {
+            pid: role
+            for pid, role in session.execute(
                 select(ProjectMember.project_id, ProjectMember.role).where(
                     ProjectMember.user_id == user_id
                 )
-            ).tuples()
-        )
+            )
+        }
         projects = session.scalars(select(Project).order_by(Project.id))
         return [(p, roles.get(p.id, Role.owner)) for p in projects]
     rows = session.execute(

@@ -6,8 +6,6 @@ from functools import lru_cache
 
 from celery import Celery
 
-from api.config import get_settings
-
 # Job kind -> (task name, queue). The worker side registers the same names.
 TASKS: dict[str, tuple[str, str]] = {
     "import_zip": ("winnow.import_zip", "cpu"),
@@ -39,12 +37,12 @@ def celery_config(broker_url: str) -> dict[str, object]:
 
 
 @lru_cache
-def sender() -> Celery:
+def sender(broker_url: str) -> Celery:
     app = Celery("winnow")
-    app.conf.update(celery_config(get_settings().celery_broker))
+    app.conf.update(celery_config(broker_url))
     return app
 
 
-def enqueue(kind: str, job_id: int) -> None:
+def enqueue(broker_url: str, kind: str, job_id: int) -> None:
     name, queue = TASKS[kind]
-    sender().send_task(name, args=[job_id], queue=queue)
+    sender(broker_url).send_task(name, args=[job_id], queue=queue)

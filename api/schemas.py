@@ -115,7 +115,7 @@ class ImageOut(_Out):
     sha256: str
     state: ImageState
     reject_reason: str | None
-    label: str | None
+    label: str | None = None
     label_id: int | None
     version: int
     filename: str

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.config import Settings
 from api.db import Base, make_engine, make_session_factory, transaction
+from api.main import create_app
+from api.migrate import upgrade
 from api.models import Job, Project
 from api.store import ImageStore
+from api.users import create_user
+from tests.services import PostgresServer, RedisServer, WorkerProcess
 from workers.runner import JobContext
 
 SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -67,3 +76,117 @@ def job_context(
         )
 
     return make
+
+
+def _service_or_skip(start: Callable[[], Any], what: str) -> Any:
+    try:
+        return start()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"{what} not available here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = _service_or_skip(RedisServer, "Redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = _service_or_skip(PostgresServer, "Postgres")
+    yield server
+    server.stop()
+
+
+_REDIS_DBS = itertools.count(1)
+
+
+@dataclass
+class Stack:
+    """A running Winnow: migrated database, broker, a real worker process and an API client."""
+
+    settings: Settings
+    env: dict[str, str]
+    worker: WorkerProcess
+    client: TestClient
+    factory: sessionmaker[Session]
+
+    def wait_job(self, project_id: int, job_id: int, timeout: float = 180.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/api/projects/{project_id}/jobs/{job_id}").json()
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return dict(job)
+            if not self.worker.alive():
+                raise AssertionError(f"worker died:\n{self.worker.log()[-4000:]}")
+            time.sleep(0.3)
+        raise AssertionError(
+            f"job {job_id} still {job['status']} after {timeout}s: {job}\n"
+            f"worker log:\n{self.worker.log()[-4000:]}"
+        )
+
+    def run_job(
+        self, project_id: int, kind: str, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        response = self.client.post(
+            f"/api/projects/{project_id}/jobs", json={"kind": kind, "params": params or {}}
+        )
+        assert response.status_code == 202, response.text
+        return self.wait_job(project_id, response.json()["id"])
+
+
+def _stack_urls(kind: str, request: pytest.FixtureRequest, data_dir: Path) -> tuple[str, str]:
+    if kind == "sqlite":
+        return (
+            f"sqlite:///{data_dir / 'winnow.sqlite'}",
+            f"sqla+sqlite:///{data_dir / 'broker.sqlite'}",
+        )
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    # One Redis database per stack, so that a stack never sees another's messages.
+    return postgres.create_database(), redis.url(next(_REDIS_DBS) % 16)
+
+
+@pytest.fixture(params=["sqlite", "postgres-redis"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    database_url, broker_url = _stack_urls(request.param, request, data_dir)
+    env = {
+        "WINNOW_DATA_DIR": str(data_dir),
+        "WINNOW_DATABASE_URL": database_url,
+        "WINNOW_BROKER_URL": broker_url,
+        "WINNOW_SECRET_KEY": "test-secret",
+        "WINNOW_FETCH_ALLOW": "127.0.0.1,localhost",
+    }
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        broker_url=broker_url,
+        secret_key="test-secret",
+        fetch_allow="127.0.0.1,localhost",
+    )
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    factory = make_session_factory(engine)
+    with transaction(factory) as session:
+        create_user(session, "admin", "admin-password", is_admin=True)
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    with TestClient(create_app(settings)) as client:
+        login = client.post(
+            "/api/auth/login", json={"username": "admin", "password": "admin-password"}
+        )
+        assert login.status_code == 200, login.text
+        # Scripts use bearer tokens: make one with the session, then drop the cookie.
+        signer = client.app.state.signer  # type: ignore[attr-defined]
+        csrf = signer.csrf_token(client.cookies["winnow_session"])
+        token = client.post("/api/users/me/tokens", json={}, headers={"X-CSRF-Token": csrf})
+        assert token.status_code == 201, token.text
+        client.cookies.clear()
+        client.headers["Authorization"] = f"Bearer {token.json()['token']}"
+        yield Stack(settings, env, worker, client, factory)
+    worker.stop()
+    engine.dispose()

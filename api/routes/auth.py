@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from api import users
 from api.deps import AdminUser, CurrentUser, DbSession
 from api.models import ApiToken, User
 from api.schemas import LoginIn, TokenCreated, TokenIn, TokenOut, UserIn, UserOut
@@ -16,7 +17,6 @@ from api.security import (
     new_api_token,
     token_digest,
 )
-from api import users
 from api.users import authenticate
 
 router = APIRouter(tags=["auth"])

@@ -31,7 +31,7 @@ def imagefolder_zip(
     access: ProjectAccess, session: DbSession, settings: SettingsDep
 ) -> StreamingResponse:
     """An ImageFolder archive (<class>/<image>.jpg, the normalised copies) with cleaned.csv."""
-    spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)
+    spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 (closed by the stream)
     export.write_imagefolder_zip(
         session, access.project.id, ImageStore(settings.data_dir / "images"), spool
     )

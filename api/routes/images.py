@@ -127,7 +127,7 @@ def update_image(
     settings: SettingsDep,
     source: Annotated[str, Query(max_length=32)] = "api",
 ) -> ImageOut:
-    """Relabel, delete, restore or keep one image. Send the version you saw: a stale one is a 409."""
+    """Relabel, delete, restore or keep one image. A stale `version` answers 409."""
     image = load_image(session, access.project.id, image_id)
     action = body.action or ("relabel" if body.label is not None else None)
     if action is None:
@@ -204,12 +204,13 @@ def _event_out(event: LabelEvent, names: dict[int, str], users: dict[int, str]) 
 
 
 def _lookups(session: Session, project_id: int) -> tuple[dict[int, str], dict[int, str]]:
-    names = dict(
-        session.execute(
+    names = {
+        cid: name
+        for cid, name in session.execute(
             select(ImageClass.id, ImageClass.name).where(ImageClass.project_id == project_id)
-        ).tuples()
-    )
-    users = dict(session.execute(select(User.id, User.username)).tuples())
+        )
+    }
+    users = {uid: name for uid, name in session.execute(select(User.id, User.username))}
     return names, users
 
 
@@ -221,8 +222,11 @@ def list_events(
     user: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: int | None = Query(default=None, description="Events with an id below this (paging)."),
+    after: int | None = Query(
+        default=None, description="Only events newer than this id, oldest first (polling)."
+    ),
 ) -> list[LabelEventOut]:
-    """The audit trail, newest first."""
+    """The audit trail, newest first (or oldest first from `after`)."""
     stmt = select(LabelEvent).where(LabelEvent.project_id == access.project.id)
     if image_id is not None:
         stmt = stmt.where(LabelEvent.image_id == image_id)
@@ -231,7 +235,11 @@ def list_events(
         stmt = stmt.join(who, who.id == LabelEvent.user_id).where(who.username == user)
     if before is not None:
         stmt = stmt.where(LabelEvent.id < before)
-    events = session.scalars(stmt.order_by(LabelEvent.id.desc()).limit(limit))
+    if after is not None:
+        stmt = stmt.where(LabelEvent.id > after).order_by(LabelEvent.id)
+    else:
+        stmt = stmt.order_by(LabelEvent.id.desc())
+    events = session.scalars(stmt.limit(limit))
     names, users = _lookups(session, access.project.id)
     return [_event_out(e, names, users) for e in events]
 

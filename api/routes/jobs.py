@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api import jobs
+from api.config import Settings
 from api.deps import Access, DbSession, EditorAccess, ProjectAccess, SettingsDep
 from api.ingest import Provenance, add_image, class_by_name, class_from_filename, parse_url_list
 from api.models import Job, JobStatus
@@ -24,11 +25,13 @@ MAX_UPLOAD_BYTES = 4 * 1024**3
 MAX_IMAGE_UPLOAD_BYTES = 50 * 1024**2
 
 
-def _start(session: Session, access: Access, kind: str, params: dict[str, object]) -> Job:
+def start_job(
+    session: Session, settings: Settings, access: Access, kind: str, params: dict[str, Any]
+) -> Job:
     job = jobs.create_job(session, access.project.id, kind, params, access.user.id)
     # Commit before enqueue, so the worker finds the row whatever the broker's latency.
     session.commit()
-    jobs.enqueue_job(job)
+    jobs.enqueue_job(settings.celery_broker, job)
     return job
 
 
@@ -42,9 +45,11 @@ def load_job(session: Session, project_id: int, job_id: int) -> Job:
 @router.post(
     "/projects/{project_id}/jobs", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED
 )
-def create_job(body: JobRequest, access: EditorAccess, session: DbSession) -> Job:
+def create_job(
+    body: JobRequest, access: EditorAccess, session: DbSession, settings: SettingsDep
+) -> Job:
     """Queue a job. Its progress and result are at GET .../jobs/{id}."""
-    return _start(session, access, body.kind, body.params.model_dump(mode="json"))
+    return start_job(session, settings, access, body.kind, body.params.model_dump(mode="json"))
 
 
 @router.get("/projects/{project_id}/jobs", response_model=list[JobOut])
@@ -109,7 +114,7 @@ def import_zip(
     relative = Path("uploads") / f"{uuid.uuid4().hex}.zip"
     _save_upload(file, settings.data_dir / relative, MAX_UPLOAD_BYTES)
     params = ImportZipParams(upload=relative.as_posix(), label=label)
-    return _start(session, access, "import_zip", params.model_dump(mode="json"))
+    return start_job(session, settings, access, "import_zip", params.model_dump(mode="json"))
 
 
 @router.post(
@@ -120,6 +125,7 @@ def import_zip(
 def import_url_files(
     access: EditorAccess,
     session: DbSession,
+    settings: SettingsDep,
     files: Annotated[list[UploadFile], File(description="fastai urls_<class>.txt files.")],
     label: Annotated[
         str | None, Form(description="Class for every URL (else from file name).")
@@ -139,7 +145,7 @@ def import_url_files(
     if not items:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no URLs in the files")
     params = ImportUrlsParams(items=items)
-    return _start(session, access, "import_urls", params.model_dump(mode="json"))
+    return start_job(session, settings, access, "import_urls", params.model_dump(mode="json"))
 
 
 @router.post("/projects/{project_id}/imports/images", status_code=status.HTTP_201_CREATED)

@@ -72,7 +72,7 @@ def load_samples(
 ) -> tuple[list[str], list[int], list[Sample], int]:
     """Ok, labelled images with a normalised copy; classes that have at least one, by id."""
     rows = session.execute(
-        select(Image.id, Image.sha256, Image.label_id, ImageClass.name)
+        select(Image.id, Image.sha256, ImageClass.id, ImageClass.name)
         .join(ImageClass, ImageClass.id == Image.label_id)
         .where(Image.project_id == project_id, Image.state == ImageState.ok)
         .order_by(Image.id)

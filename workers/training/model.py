@@ -32,12 +32,22 @@ class BuiltModel:
     note: str
 
 
+def child(model: nn.Module, name: str) -> nn.Module:
+    module = getattr(model, name)
+    assert isinstance(module, nn.Module)
+    return module
+
+
+def sequential(model: nn.Module, name: str) -> nn.Sequential:
+    module = child(model, name)
+    assert isinstance(module, nn.Sequential)
+    return module
+
+
 def head(model: nn.Module, arch: str) -> nn.Linear:
     """The final Linear layer: the only part trained while the body is frozen."""
-    if arch.startswith("resnet"):
-        layer = model.fc
-    else:
-        layer = model.classifier[-1]  # type: ignore[index]
+    is_resnet = arch.startswith("resnet")
+    layer = child(model, "fc") if is_resnet else sequential(model, "classifier")[-1]
     assert isinstance(layer, nn.Linear)
     return layer
 
@@ -46,7 +56,7 @@ def set_head(model: nn.Module, arch: str, layer: nn.Module) -> None:
     if arch.startswith("resnet"):
         model.fc = layer
     else:
-        model.classifier[-1] = layer  # type: ignore[index]
+        sequential(model, "classifier")[-1] = layer
 
 
 @contextmanager
@@ -63,11 +73,9 @@ def headless(model: nn.Module, arch: str) -> Iterator[nn.Module]:
 def early_body(model: nn.Module, arch: str) -> list[nn.Module]:
     """The first half of the body; it gets the smallest learning rate (the lesson's slice)."""
     if arch.startswith("resnet"):
-        return [model.conv1, model.bn1, model.layer1, model.layer2]
-    features = model.features
-    assert isinstance(features, nn.Sequential)
+        return [child(model, name) for name in ("conv1", "bn1", "layer1", "layer2")]
     split = 4 if arch.startswith("convnext") else 5
-    return list(features[:split])
+    return list(sequential(model, "features")[:split])
 
 
 def layer_groups(model: nn.Module, arch: str) -> list[list[nn.Parameter]]:

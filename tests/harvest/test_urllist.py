@@ -1,0 +1,105 @@
+"""fastai URL lists: parsing, and the import_urls job against a real local image server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.models import Image, ImageClass, Job
+from tests.harvest.server import LocalServer, Reply, Request, jpeg
+from workers.harvest.urllist import import_urls_job, parse_url_list
+from workers.runner import JobCancelled, JobContext
+
+MakeContext = Callable[..., JobContext]
+
+
+def test_parse_fastai_url_file() -> None:
+    text = (
+        "\ufeffhttps://a.example/1.jpg\r\n\n  https://b.example/2?x=1  \n# saved by hand\n"
+        "http://c.example/3.png\nnot-a-url\n"
+    )
+    assert parse_url_list(text) == [
+        "https://a.example/1.jpg",
+        "https://b.example/2?x=1",
+        "http://c.example/3.png",
+        "not-a-url",
+    ]
+    assert parse_url_list(text.encode("utf-8")) == parse_url_list(text)
+    assert parse_url_list("") == []
+
+
+def image(request: Request) -> Reply:
+    n = int(request.path.rsplit("/", 1)[-1].split(".")[0])
+    return Reply(body=jpeg(seed=n), headers={"Content-Type": "image/jpeg"})
+
+
+@pytest.fixture
+def server() -> Iterable[LocalServer]:
+    routes = {
+        "/img/": image,
+        "/copy/": lambda r: Reply(body=jpeg(seed=1), headers={"Content-Type": "image/jpeg"}),
+        "/html/": lambda r: Reply(body=b"<html>nope</html>", headers={"Content-Type": "text/html"}),
+    }
+    with LocalServer(routes) as srv:
+        yield srv
+
+
+def test_import_urls_job_downloads_dedupes_and_explains_failures(
+    server: LocalServer, factory: sessionmaker[Session], project_id: int, job_context: MakeContext
+) -> None:
+    good = [f"{server.url}/img/{n}.jpg" for n in range(1, 9)]
+    bad = {
+        f"{server.url}/missing/1.jpg": "HTTP 404",
+        f"{server.url}/html/1": "not an image",
+        f"http://[::ffff:127.0.0.1]:{server.port}/img/9.jpg": "blocked address",
+        "file:///etc/passwd": "blocked scheme",
+    }
+    items = [{"url": u, "label": "grizzly"} for u in good[:5]]
+    items += [{"url": u, "label": "black"} for u in good[5:]]
+    items += [{"url": f"{server.url}/copy/1.jpg", "label": "black"}]
+    items += [{"url": u, "label": "teddy"} for u in bad]
+    items += [{"url": good[0], "label": "black"}]
+    ctx = job_context("import_urls", {"items": items})
+    result = import_urls_job(ctx)
+
+    assert (result["found"], result["downloaded"], result["duplicates"]) == (14, 8, 1)
+    assert (result["failed"], result["skipped"]) == (4, 1)
+    assert {f["url"]: f["reason"] for f in result["failures"]} == bad
+    assert all(f["class"] == "teddy" for f in result["failures"])
+    assert result["failures_by_reason"] == {reason: 1 for reason in bad.values()}
+    assert result["classes"]["grizzly"]["downloaded"] == 5
+    assert server.hits("/img/") == 8
+
+    with factory() as session:
+        stored = session.scalars(select(Image).where(Image.project_id == project_id)).all()
+        classes = {c.id: c.name for c in session.scalars(select(ImageClass))}
+        job = session.get(Job, ctx.job_id)
+    assert len(stored) == 8
+    by_url = {i.image_url: i for i in stored}
+    assert classes[by_url[good[0]].label_id or 0] == "grizzly"
+    assert (by_url[good[6]].source, by_url[good[6]].rank, by_url[good[6]].filename) == (
+        "url_list",
+        2,
+        "7.jpg",
+    )
+    assert by_url[good[0]].seen_count == 2
+    assert job is not None and job.message.startswith("done: found 14, downloaded 8")
+
+    again = import_urls_job(job_context("import_urls", {"items": items}))
+    assert (again["downloaded"], again["skipped"]) == (0, 9)
+    assert server.hits("/img/") == 8
+
+
+def test_import_urls_job_can_be_cancelled(
+    server: LocalServer, factory: sessionmaker[Session], job_context: MakeContext
+) -> None:
+    items = [{"url": f"{server.url}/img/{n}.jpg", "label": "grizzly"} for n in range(50)]
+    ctx = job_context("import_urls", {"items": items})
+    with factory() as session, session.begin():
+        session.execute(update(Job).where(Job.id == ctx.job_id).values(cancel_requested=True))
+    with pytest.raises(JobCancelled):
+        import_urls_job(ctx)
+    assert server.hits() == 0

@@ -1,0 +1,49 @@
+"""docker-compose.yml and the Dockerfile, checked statically (no Docker engine in CI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from api.cli import build_parser
+from api.queue import QUEUES, TASKS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _compose() -> dict:  # type: ignore[type-arg]
+    data = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_compose_has_every_role() -> None:
+    services = _compose()["services"]
+    assert {"postgres", "redis", "api", "worker-cpu", "worker-browser", "worker-gpu"} <= set(
+        services
+    )
+    gpu = services["worker-gpu"]
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+
+
+def test_compose_commands_are_valid_cli_calls() -> None:
+    parser = build_parser()
+    consumed: set[str] = set()
+    for name, service in _compose()["services"].items():
+        command = service.get("command")
+        if not command or command[0] != "winnow":
+            continue
+        args = parser.parse_args(command[1:])
+        if args.command == "worker":
+            consumed.update(args.queues.split(","))
+        assert service["environment"]["WINNOW_BROKER_URL"].startswith("redis://"), name
+        assert service["environment"]["WINNOW_DATABASE_URL"].startswith("postgresql+psycopg://")
+    # Every queue a job can be sent to has a worker.
+    assert consumed == set(QUEUES) >= {queue for _, queue in TASKS.values()}
+
+
+def test_dockerfile_copies_what_the_package_needs() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    for folder in ("api", "workers", "web", "migrations"):
+        assert f"COPY {folder} ./{folder}" in text

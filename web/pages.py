@@ -1,0 +1,166 @@
+"""Server-rendered pages. They read through the same domain functions as the REST API,
+and every action on them is a call to the documented REST API (see static/app.js)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from api import projects
+from api.deps import DbSession, optional_user, project_access
+from api.images import ImageFilter, Sort, latest_scored_model, list_images
+from api.models import ImageState, Job, ModelVersion, User
+from api.security import SESSION_COOKIE, SESSION_MAX_AGE, SessionSigner
+from api.users import authenticate
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
+router = APIRouter(include_in_schema=False)
+
+STATES = {s.value for s in ImageState}
+SORTS: tuple[Sort, ...] = ("-loss", "loss", "id", "-id")
+
+PageUser = Annotated[User | None, Depends(optional_user)]
+
+
+def _render(request: Request, name: str, user: User | None, **context: Any) -> HTMLResponse:
+    signer: SessionSigner = request.app.state.signer
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    return TEMPLATES.TemplateResponse(
+        request,
+        name,
+        {"user": user, "csrf": signer.csrf_token(cookie) if cookie else "", **context},
+    )
+
+
+def _login_redirect(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={request.url.path}", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/", error: str = "") -> HTMLResponse:
+    return _render(request, "login.html", None, next=next, error=error)
+
+
+@router.post("/login")
+def login_form(
+    request: Request,
+    session: DbSession,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    user = authenticate(session, username, password)
+    if user is None:
+        return _render(request, "login.html", None, next=next, error="Wrong username or password.")
+    # Only local paths: an open redirect would let a link send people elsewhere after login.
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    response = RedirectResponse(target, status.HTTP_303_SEE_OTHER)
+    signer: SessionSigner = request.app.state.signer
+    response.set_cookie(
+        SESSION_COOKIE,
+        signer.dumps(user.id),
+        max_age=SESSION_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, session: DbSession, user: PageUser) -> Response:
+    if user is None:
+        return _login_redirect(request)
+    rows = [
+        (p, role, projects.state_counts(session, p.id))
+        for p, role in projects.projects_for(session, user.id, user.is_admin)
+    ]
+    return _render(request, "projects.html", user, rows=rows)
+
+
+@router.get("/projects/{project_id}", response_class=HTMLResponse)
+def project_page(project_id: int, request: Request, session: DbSession, user: PageUser) -> Response:
+    if user is None:
+        return _login_redirect(request)
+    access = project_access(project_id, session, user)
+    models = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.project_id == project_id)
+        .order_by(ModelVersion.id.desc())
+    ).all()
+    return _render(
+        request,
+        "project.html",
+        user,
+        access=access,
+        project=access.project,
+        counts=projects.state_counts(session, project_id),
+        models=models,
+    )
+
+
+@router.get("/projects/{project_id}/jobs-panel", response_class=HTMLResponse)
+def jobs_panel(project_id: int, request: Request, session: DbSession, user: PageUser) -> Response:
+    """The jobs table, polled by htmx while something runs."""
+    if user is None:
+        return Response(status_code=status.HTTP_401_UNAUTHORIZED)
+    access = project_access(project_id, session, user)
+    jobs = session.scalars(
+        select(Job).where(Job.project_id == project_id).order_by(Job.id.desc()).limit(20)
+    ).all()
+    return _render(request, "_jobs.html", user, project=access.project, jobs=jobs, access=access)
+
+
+@router.get("/projects/{project_id}/review", response_class=HTMLResponse)
+def review_page(
+    project_id: int,
+    request: Request,
+    session: DbSession,
+    user: PageUser,
+    state: str = "ok",
+    label: str = "",
+    sort: str = "-loss",
+    offset: int = 0,
+) -> Response:
+    if user is None:
+        return _login_redirect(request)
+    access = project_access(project_id, session, user)
+    classes = access.project.classes
+    label_id = next((c.id for c in classes if c.name == label), None)
+    flt = ImageFilter(label_id=label_id, duplicates=state == "duplicates")
+    if state in STATES:
+        flt.state = ImageState(state)
+    sort_key: Sort = "-loss"
+    for option in SORTS:
+        if sort == option:
+            sort_key = option
+    total, items = list_images(session, project_id, flt, sort=sort_key, limit=60, offset=offset)
+    scored = latest_scored_model(session, project_id)
+    return _render(
+        request,
+        "review.html",
+        user,
+        access=access,
+        project=access.project,
+        classes=classes,
+        items=items,
+        total=total,
+        offset=offset,
+        state=state,
+        label=label,
+        sort=sort_key,
+        scored=scored,
+    )
+
+
+@router.get("/projects/{project_id}/history", response_class=HTMLResponse)
+def history_page(project_id: int, request: Request, session: DbSession, user: PageUser) -> Response:
+    if user is None:
+        return _login_redirect(request)
+    access = project_access(project_id, session, user)
+    return _render(request, "history.html", user, access=access, project=access.project)

@@ -1,0 +1,131 @@
+// Keyboard-driven review: each key is one REST call; stale versions (another reviewer
+// got there first) come back as 409 and the tile shows the other person's change.
+"use strict";
+
+(() => {
+  const grid = document.getElementById("review");
+  if (!grid) return;
+  const project = grid.dataset.project;
+  const canEdit = grid.dataset.canEdit === "1";
+  const classes = JSON.parse(grid.dataset.classes);
+  const tiles = () => [...grid.querySelectorAll(".tile")];
+  const undoStack = [];
+  let current = 0;
+  let lastEvent = null;
+
+  function select(index) {
+    const all = tiles();
+    if (!all.length) return;
+    current = Math.max(0, Math.min(index, all.length - 1));
+    all.forEach((t, i) => t.classList.toggle("selected", i === current));
+    all[current].focus({ preventScroll: true });
+    all[current].scrollIntoView({ block: "nearest" });
+  }
+
+  function columns() {
+    const all = tiles();
+    if (all.length < 2) return 1;
+    const top = all[0].offsetTop;
+    const n = all.findIndex((t) => t.offsetTop !== top);
+    return n === -1 ? all.length : n;
+  }
+
+  function render(tile, image) {
+    tile.dataset.version = image.version;
+    tile.className = `tile state-${image.state}` + (tile.classList.contains("selected") ? " selected" : "");
+    tile.querySelector(".label").textContent = image.label || "—";
+    tile.querySelector(".state").textContent = image.state + (image.reject_reason ? `: ${image.reject_reason}` : "");
+  }
+
+  async function change(tile, body) {
+    const id = tile.dataset.id;
+    try {
+      const image = await winnow.api("PATCH", `/api/projects/${project}/images/${id}?source=ui`,
+        { version: Number(tile.dataset.version), ...body });
+      render(tile, image);
+      tile.classList.add("done");
+      const events = await winnow.api("GET", `/api/projects/${project}/events?image_id=${id}&limit=1`);
+      if (events.length) undoStack.push({ tile, event: events[0].id });
+      return true;
+    } catch (error) {
+      if (error.status === 409 && error.detail && error.detail.image) {
+        render(tile, error.detail.image);
+        tile.classList.add("conflict");
+        winnow.flash(`Image ${id} was changed by someone else meanwhile: now ${error.detail.image.state}, ${error.detail.image.label || "no label"}. Press the key again to apply yours.`, "error");
+      } else {
+        winnow.flash(error.message, "error");
+      }
+      return false;
+    }
+  }
+
+  async function undo() {
+    const last = undoStack.pop();
+    if (!last) { winnow.flash("Nothing to undo."); return; }
+    try {
+      await winnow.api("POST", `/api/projects/${project}/events/${last.event}/undo`);
+      const image = await winnow.api("GET", `/api/projects/${project}/images/${last.tile.dataset.id}`);
+      render(last.tile, image);
+      last.tile.classList.remove("done");
+      winnow.flash("Undone.");
+    } catch (error) { winnow.flash(error.message, "error"); }
+  }
+
+  // Other reviewers' changes show up within a few seconds.
+  async function poll() {
+    try {
+      const url = lastEvent === null
+        ? `/api/projects/${project}/events?limit=1`
+        : `/api/projects/${project}/events?limit=200&after=${lastEvent}`;
+      const events = await winnow.api("GET", url);
+      if (events.length) {
+        const newest = Math.max(...events.map((e) => e.id));
+        if (lastEvent !== null) {
+          for (const e of events) {
+            const tile = grid.querySelector(`.tile[data-id="${e.image_id}"]`);
+            if (tile) render(tile, await winnow.api("GET", `/api/projects/${project}/images/${e.image_id}`));
+          }
+        }
+        lastEvent = Math.max(lastEvent || 0, newest);
+      } else if (lastEvent === null) {
+        lastEvent = 0;
+      }
+    } catch { /* a missed poll is retried on the next tick */ }
+  }
+  poll();
+  setInterval(poll, 3000);
+
+  grid.addEventListener("click", (event) => {
+    const tile = event.target.closest(".tile");
+    if (tile) select(tiles().indexOf(tile));
+  });
+
+  document.addEventListener("keydown", async (event) => {
+    if (event.target.matches("input, select, textarea") || event.ctrlKey && event.key !== "z" || event.metaKey || event.altKey) return;
+    const all = tiles();
+    const tile = all[current];
+    const key = event.key;
+    const step = { ArrowRight: 1, l: 1, ArrowLeft: -1, h: -1, ArrowDown: columns(), j: columns(), ArrowUp: -columns() };
+    if (key in step) { event.preventDefault(); select(current + step[key]); return; }
+    if (key === "n") { document.getElementById("next-page")?.click(); return; }
+    if (key === "p") { document.getElementById("prev-page")?.click(); return; }
+    if (key === "o" && tile) {
+      const dialog = document.getElementById("large");
+      dialog.querySelector("img").src = `/api/projects/${project}/images/${tile.dataset.id}/file?variant=normal`;
+      dialog.showModal();
+      return;
+    }
+    if (!canEdit || !tile) return;
+    let ok = null;
+    if (key === "u" || (event.ctrlKey && key === "z")) { event.preventDefault(); await undo(); return; }
+    if (key === "d" || key === "Delete") ok = await change(tile, { action: "delete" });
+    else if (key === "k") ok = await change(tile, { action: "keep" });
+    else if (key === "r") ok = await change(tile, { action: "restore" });
+    else if (/^[1-9]$/.test(key) && classes[Number(key) - 1] !== undefined) {
+      ok = await change(tile, { action: "relabel", label: classes[Number(key) - 1] });
+    }
+    if (ok) select(current + 1);
+  });
+
+  select(0);
+})();

@@ -1,0 +1,443 @@
+"""Decoding untrusted image bytes: a real decode under limits, in child processes.
+
+Web images are hostile: truncated streams, decompression bombs, HTML saved as .jpg.
+``decode`` turns bytes into a normalised RGB image or raises ``Rejected`` with a reason.
+``DecoderPool`` runs a function over many items in child processes with memory and CPU
+limits, so that a crash or an out-of-memory in a C decoder costs one item, not the worker.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import math
+import os
+import signal
+import struct
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import billiard
+import numpy as np
+from billiard.connection import wait
+from PIL import Image, UnidentifiedImageError
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+
+# Signatures of formats that are images but not allowed (Pillow could open some of them:
+# EPS runs Ghostscript, PSD and TIFF are large attack surfaces for little gain).
+_OTHER_IMAGE_MAGIC = (
+    b"%!PS",
+    b"\xc5\xd0\xd3\xc6",
+    b"8BPS",
+    b"II*\x00",
+    b"MM\x00*",
+    b"%PDF",
+    b"\x00\x00\x01\x00",
+    b"\x00\x00\x00\x0cjP  ",
+    b"\xff\x4f\xff\x51",
+)
+_TRUNCATION_HINTS = ("truncat", "buffer", "incomplete", "could not create decoder", "premature")
+
+
+class Reason(enum.StrEnum):
+    """Why an image was rejected; stored in Image.reject_reason and counted in statistics."""
+
+    empty = "empty file"
+    not_image = "not an image"
+    unsupported = "unsupported format"
+    truncated = "truncated"
+    corrupt = "corrupt"
+    bomb = "decompression bomb"
+    frames = "too many frames"
+    too_small = "too small"
+    memory = "out of memory"
+    crashed = "decoder crashed"
+    timeout = "decode timeout"
+    missing = "missing file"
+
+
+class Rejected(Exception):
+    def __init__(
+        self, reason: Reason, fmt: str | None = None, size: tuple[int, int] | None = None
+    ) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.format = fmt
+        self.size = size
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_pixels: int = 64_000_000
+    min_side: int = 32
+    normal_max_side: int = 512
+    thumb_max_side: int = 160
+    max_frames: int = 1000
+    memory_bytes: int = 2 << 30
+    cpu_seconds: int = 30
+
+
+@dataclass
+class Decoded:
+    image: Image.Image  # RGB, longest side at most normal_max_side
+    format: str
+    width: int  # of the original, after EXIF orientation
+    height: int
+    frames: int
+
+
+def decode(data: bytes, limits: DecodeLimits) -> Decoded:
+    """Fully decode the first frame of an allowed format into a normalised RGB image."""
+    if not data:
+        raise Rejected(Reason.empty)
+    try:
+        return _decode(data, limits)
+    except Rejected:
+        raise
+    except MemoryError as exc:
+        raise Rejected(Reason.memory) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise Rejected(Reason.bomb, _sniff(data)) from exc
+    except UnidentifiedImageError as exc:
+        fmt = _sniff(data)
+        if fmt is not None:
+            # An allowed signature Pillow cannot parse: the header was cut off or mangled.
+            raise Rejected(Reason.truncated if len(data) < 64 else Reason.corrupt, fmt) from exc
+        other = data.lstrip()[:16].startswith(_OTHER_IMAGE_MAGIC) or _is_svg(data)
+        raise Rejected(Reason.unsupported if other else Reason.not_image) from exc
+    except Exception as exc:
+        # Pillow's plugins raise OSError, SyntaxError, ValueError, struct.error, EOFError...
+        # for broken streams; every one of them means this file cannot be trusted.
+        text = f"{type(exc).__name__} {exc}".lower()
+        truncated = isinstance(exc, EOFError) or any(h in text for h in _TRUNCATION_HINTS)
+        raise Rejected(Reason.truncated if truncated else Reason.corrupt, _sniff(data)) from exc
+
+
+def _decode(data: bytes, limits: DecodeLimits) -> Decoded:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        opened = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    fmt = opened.format or "?"
+    width, height = opened.size
+    if width * height > limits.max_pixels:
+        raise Rejected(Reason.bomb, fmt, opened.size)
+    frames = _frame_count(data, opened, limits)
+    if fmt == "JPEG":
+        # DCT scaling decodes at 1/2, 1/4 or 1/8 size yet still reads the whole stream,
+        # so truncation is still detected. Ask for the normalised size, not less.
+        side = limits.normal_max_side
+        opened.draft(opened.mode, (side, 1) if width >= height else (1, side))
+    opened.load()
+    orientation = _orientation(opened)
+    im: Image.Image = opened
+    if im.mode not in ("RGB", "L"):
+        im = to_rgb(im)
+    scale = min(1.0, limits.normal_max_side / max(im.size))
+    if scale < 1.0:
+        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+        im = im.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    if orientation is not None:
+        im = im.transpose(orientation)
+        if orientation in _SWAPS_SIDES:
+            width, height = height, width
+    return Decoded(image=im, format=fmt, width=width, height=height, frames=frames)
+
+
+def _frame_count(data: bytes, im: Image.Image, limits: DecodeLimits) -> int:
+    if im.format == "GIF":
+        frames, canvas = gif_frames(data, limits.max_frames)
+        # Pillow grows the canvas to fit any frame, so a later frame can be the bomb.
+        if canvas > limits.max_pixels:
+            raise Rejected(Reason.bomb, im.format, im.size)
+    else:
+        frames = int(getattr(im, "n_frames", 1))
+    if frames > limits.max_frames:
+        raise Rejected(Reason.frames, im.format, im.size)
+    return max(frames, 1)
+
+
+def gif_frames(data: bytes, max_frames: int) -> tuple[int, int]:
+    """Count GIF frames (up to max_frames + 1) and the canvas area they need, headers only."""
+    if len(data) < 13:
+        return 0, 0
+    width, height = struct.unpack_from("<HH", data, 6)
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    frames = 0
+    while pos < len(data) and frames <= max_frames:
+        block = data[pos]
+        if block == 0x21:
+            pos = _skip_sub_blocks(data, pos + 2)
+        elif block == 0x2C and pos + 10 <= len(data):
+            left, top, w, h, flags = struct.unpack_from("<HHHHB", data, pos + 1)
+            frames += 1
+            width, height = max(width, left + w), max(height, top + h)
+            pos += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+            pos = _skip_sub_blocks(data, pos + 1)
+        else:
+            break  # trailer or garbage; the decoder itself judges the first frame
+    return frames, width * height
+
+
+def _skip_sub_blocks(data: bytes, pos: int) -> int:
+    while pos < len(data):
+        size = data[pos]
+        pos += 1 + size
+        if size == 0:
+            break
+    return pos
+
+
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = {
+    Image.Transpose.TRANSPOSE,
+    Image.Transpose.ROTATE_270,
+    Image.Transpose.TRANSVERSE,
+    Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(im: Image.Image) -> Image.Transpose | None:
+    try:
+        value = im.getexif().get(0x0112)
+    except Exception:
+        # Malformed EXIF is common on the web and says nothing about the pixels.
+        return None
+    return _ORIENTATIONS.get(value) if isinstance(value, int) else None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparent areas become white, as on a web page."""
+    if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        # convert() clips 16-bit values at 255 instead of scaling them.
+        pixels = np.asarray(im).astype(np.float32)
+        if im.mode.startswith("I;16") or pixels.max(initial=0) > 255:
+            pixels /= 257.0
+        im = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def thumbnail(im: Image.Image, max_side: int) -> Image.Image:
+    scale = min(1.0, max_side / max(im.size))
+    size = (max(1, math.floor(im.width * scale)), max(1, math.floor(im.height * scale)))
+    return im.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0) if scale < 1 else im
+
+
+def _sniff(data: bytes) -> str | None:
+    head = data[:16]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:2] == b"BM":
+        return "BMP"
+    return None
+
+
+def _is_svg(data: bytes) -> bool:
+    head = data[:1024].lstrip().lower()
+    return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class Outcome(Generic[T, R]):
+    item: T
+    result: R | None = None
+    failure: Reason | None = None  # crashed, timeout or out of memory
+    error: str | None = None  # an unexpected exception in fn: a bug or I/O, not the image
+
+
+class _Worker:
+    def __init__(self, ctx: Any, fn: Callable[[Any], Any], limits: DecodeLimits) -> None:
+        self.conn, child_conn = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child_conn, fn, limits), daemon=True)
+        self.process.start()
+        child_conn.close()
+        self.item: Any = None
+        self.busy = False
+        self.started = 0.0
+        self.served = 0
+
+    def stop(self, kill: bool = False) -> None:
+        if not kill:
+            try:
+                self.conn.send(None)
+            except OSError:
+                kill = True
+        self.process.join(0 if kill else 5)
+        if self.process.is_alive():
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.join()
+        self.conn.close()
+
+
+class DecoderPool(Generic[T, R]):
+    """Run ``fn`` over items in forkserver children, each under memory and CPU limits.
+
+    billiard (Celery's multiprocessing) rather than the standard library: inside a
+    prefork Celery worker the standard library refuses to start children of a daemon.
+    A child that dies costs only the item it held; it is replaced and the rest go on.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[T], R],
+        workers: int | None = None,
+        limits: DecodeLimits | None = None,
+        max_tasks: int = 500,
+    ) -> None:
+        self.fn = fn
+        self.limits = limits or DecodeLimits()
+        self.size = workers or len(os.sched_getaffinity(0))
+        self.max_tasks = max_tasks
+        # A stuck decoder gets the wall-clock budget of its CPU limit, then is killed.
+        self.wall_seconds = float(self.limits.cpu_seconds)
+        self._ctx = billiard.get_context("forkserver")
+        module = getattr(fn, "func", fn).__module__
+        # The fork server imports these (and the main module, which every child would
+        # otherwise import again) once; each child then starts in milliseconds.
+        self._ctx.set_forkserver_preload(["__main__", __name__, module])
+        self._workers: list[_Worker] = []
+
+    def __enter__(self) -> DecoderPool[T, R]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop(kill=worker.busy)
+        self._workers = []
+
+    def imap_unordered(self, items: Iterable[T]) -> Iterator[Outcome[T, R]]:
+        todo = iter(items)
+        while len(self._workers) < self.size:
+            self._workers.append(_Worker(self._ctx, self.fn, self.limits))
+        exhausted = False
+        while True:
+            for index, worker in enumerate(self._workers):
+                if worker.busy or exhausted:
+                    continue
+                if worker.served >= self.max_tasks or not worker.process.is_alive():
+                    # Recycled now and then: leaks in C decoders do not accumulate.
+                    worker.stop()
+                    worker = self._workers[index] = _Worker(self._ctx, self.fn, self.limits)
+                item = next(todo, _DONE)
+                if item is _DONE:
+                    exhausted = True
+                    break
+                worker.item, worker.busy, worker.started = item, True, time.monotonic()
+                worker.conn.send(item)
+            busy = [w for w in self._workers if w.busy]
+            if not busy:
+                return
+            wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
+            for worker in busy:
+                outcome = self._collect(worker)
+                if outcome is not None:
+                    yield outcome
+
+    def _collect(self, worker: _Worker) -> Outcome[T, R] | None:
+        failure: Reason | None = None
+        if worker.conn.poll():
+            try:
+                kind, value = worker.conn.recv()
+            except (EOFError, OSError):
+                failure = Reason.crashed
+            else:
+                worker.busy, worker.served = False, worker.served + 1
+                if kind == "ok":
+                    return Outcome(worker.item, result=value)
+                if kind == "memory":
+                    return Outcome(worker.item, failure=Reason.memory)
+                return Outcome(worker.item, error=value)
+        elif not worker.process.is_alive():
+            failure = Reason.crashed
+        elif time.monotonic() - worker.started > self.wall_seconds:
+            failure = Reason.timeout
+        if failure is None:
+            return None
+        worker.stop(kill=True)
+        worker.busy = False
+        worker.served = self.max_tasks  # replaced before its next item
+        return Outcome(worker.item, failure=failure)
+
+
+_DONE: Any = object()
+
+
+def _serve(conn: Any, fn: Callable[[Any], Any], limits: DecodeLimits) -> None:
+    """Child loop: apply the limits once, then run items until told to stop."""
+    _limit_child(limits)
+    while True:
+        try:
+            item = conn.recv()
+        except EOFError:
+            return
+        if item is None:
+            return
+        _cpu_budget(limits.cpu_seconds)
+        try:
+            reply: tuple[str, Any] = ("ok", fn(item))
+        except MemoryError:
+            reply = ("memory", None)
+        except Exception as exc:
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        conn.send(reply)
+
+
+def _limit_child(limits: DecodeLimits) -> None:
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    try:
+        import resource
+
+        # The address-space limit counts what is already mapped (interpreter, libraries),
+        # so the budget goes on top of the current size.
+        with open("/proc/self/statm") as fh:
+            mapped = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + limits.memory_bytes, hard))
+    except (ImportError, OSError, ValueError):
+        pass  # no /proc or no RLIMIT_AS (macOS): the wall-clock limit still applies
+
+
+def _cpu_budget(seconds: int) -> None:
+    try:
+        import resource
+    except ImportError:
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(usage.ru_utime + usage.ru_stime) + seconds + 1
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        # RLIMIT_CPU counts the whole life of the process; moving the soft limit before
+        # each item turns it into a per-item budget. Past it the kernel kills the child.
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))

@@ -1,0 +1,171 @@
+"""Taking candidate image URLs into a project: skip known ones, download, store in batches.
+
+Shared by the search harvest and the URL-list import. Downloads run concurrently in the
+event loop; results are stored in short transactions on a worker thread, a batch at a
+time, so the database never waits on the network and the network never waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.ingest import Provenance, add_image
+from api.models import Image
+from workers.harvest.download import Download, Downloader
+from workers.harvest.tally import Tally
+from workers.runner import JobContext
+
+BATCH = 200
+QUEUE_SIZE = 256
+# A concurrent job may insert the same file between our SELECT and INSERT; a fresh
+# transaction then finds its row and counts a duplicate.
+STORE_TRIES = 3
+
+
+@dataclass
+class Candidate:
+    url: str
+    class_name: str
+    label_id: int | None
+    provenance: Provenance
+
+
+def filename_from_url(url: str) -> str:
+    try:
+        name = PurePosixPath(unquote(urlsplit(url).path)).name
+    except ValueError:
+        return ""
+    return name[:300]
+
+
+def known_urls(session: Session, project_id: int, urls: Sequence[str]) -> set[str]:
+    """The image URLs among ``urls`` that the project already has."""
+    found: set[str] = set()
+    # Chunked to stay under SQLite's bound-parameter limit.
+    for start in range(0, len(urls), 500):
+        chunk = urls[start : start + 500]
+        rows = session.scalars(
+            select(Image.image_url).where(
+                Image.project_id == project_id, Image.image_url.in_(chunk)
+            )
+        )
+        found.update(url for url in rows if url)
+    return found
+
+
+def store_batch(ctx: JobContext, batch: Sequence[tuple[Candidate, Download]]) -> list[bool]:
+    """Add downloaded images in one transaction; return which were new (not duplicates)."""
+    for attempt in range(1, STORE_TRIES + 1):
+        try:
+            with ctx.session() as session:
+                created = []
+                for candidate, download in batch:
+                    assert download.data is not None
+                    provenance = replace(
+                        candidate.provenance,
+                        http_status=download.status,
+                        content_type=(download.content_type or "")[:100] or None,
+                        fetched_at=download.fetched_at,
+                        harvest_job_id=ctx.job_id,
+                    )
+                    _image, new = add_image(
+                        session,
+                        ctx.store,
+                        ctx.project_id,
+                        download.data,
+                        candidate.label_id,
+                        provenance,
+                    )
+                    created.append(new)
+                return created
+        except IntegrityError:
+            if attempt == STORE_TRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _take_batch(
+    queue: asyncio.Queue[tuple[Candidate, Download]],
+) -> list[tuple[Candidate, Download]]:
+    try:
+        first = await asyncio.wait_for(queue.get(), timeout=0.5)
+    except TimeoutError:
+        return []
+    batch = [first]
+    while len(batch) < BATCH and not queue.empty():
+        batch.append(queue.get_nowait())
+    return batch
+
+
+async def take_in(
+    ctx: JobContext,
+    candidates: Sequence[Candidate],
+    downloader: Downloader,
+    tally: Tally,
+    phase: str = "downloading",
+) -> None:
+    """Download and store ``candidates`` (``tally.found`` is the caller's to count)."""
+    urls = [c.url for c in candidates]
+
+    def lookup() -> set[str]:
+        with ctx.session() as session:
+            return known_urls(session, ctx.project_id, urls)
+
+    known = await asyncio.to_thread(lookup)
+    fresh: list[Candidate] = []
+    for candidate in candidates:
+        if candidate.url in known:
+            tally.count(candidate.class_name, "skipped")
+        else:
+            known.add(candidate.url)
+            fresh.append(candidate)
+
+    queue: asyncio.Queue[tuple[Candidate, Download]] = asyncio.Queue(QUEUE_SIZE)
+    todo = iter(fresh)
+
+    async def worker() -> None:
+        # One shared iterator: workers take the next URL whenever they are free.
+        for candidate in todo:
+            try:
+                download = await downloader.fetch(candidate.url, candidate.provenance.page_url)
+            except Exception as exc:
+                download = Download(candidate.url, reason="error", detail=repr(exc))
+            await queue.put((candidate, download))
+
+    # More workers than slots, so that one slow host's per-host cap does not idle the rest.
+    count = min(len(fresh), 2 * downloader.limits.concurrency)
+    workers = [asyncio.create_task(worker()) for _ in range(count)]
+    remaining = len(fresh)
+    try:
+        while remaining:
+            batch = await _take_batch(queue)
+            remaining -= len(batch)
+            good = []
+            for candidate, download in batch:
+                if download.data is None:
+                    tally.fail(
+                        candidate.url,
+                        candidate.class_name,
+                        download.reason or "error",
+                        download.detail,
+                    )
+                else:
+                    good.append((candidate, download))
+            if good:
+                created = await asyncio.to_thread(store_batch, ctx, good)
+                for (candidate, _download), new in zip(good, created, strict=True):
+                    tally.count(candidate.class_name, "downloaded" if new else "duplicates")
+            await asyncio.to_thread(ctx.report, tally.processed, tally.found, tally.message(phase))
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    await asyncio.to_thread(ctx.report, tally.processed, tally.found, tally.message("done"), True)

@@ -1,0 +1,179 @@
+"""The rank job: how much a model disagrees with each image's label.
+
+"in_sample" is the lesson's top losses over every labelled image: the loss of its label
+under the trained model. Images the model trained on score low even when mislabelled,
+so "out_of_fold" asks a model that never saw the image: every image gets its loss from a
+logistic-regression head trained on the other k-1 folds, over body features. The features
+come from the ImageNet body when its weights are available (it never saw these labels);
+otherwise from the trained model's body, which did, and the result says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from sqlalchemy import delete, select
+from torch import nn
+from torchvision import models
+
+from api.models import ImageScore, ModelVersion
+from api.params import RankParams
+from workers.runner import JobContext
+from workers.training.data import ImageCache, ImageDataset, Sample, fold_of, load_samples
+from workers.training.finetune import make_loader
+from workers.training.fit import Progress, evaluate, extract_features, pick_device, place
+from workers.training.model import build_model
+
+Scores = list[tuple[int, float, int, float]]  # image id, loss, predicted index, probability
+
+
+def _version(ctx: JobContext, params: RankParams) -> ModelVersion:
+    with ctx.session() as s:
+        query = select(ModelVersion).where(ModelVersion.project_id == ctx.project_id)
+        if params.model_version_id is not None:
+            query = query.where(ModelVersion.id == params.model_version_id)
+        versions = [v for v in s.scalars(query.order_by(ModelVersion.id.desc())) if v.files]
+    if not versions:
+        raise ValueError("no trained model to rank with: train one first")
+    return versions[0]
+
+
+def _samples(ctx: JobContext, classes: list[str]) -> tuple[list[Sample], list[int | None]]:
+    """Ok labelled images whose class the model knows, relabelled to the model's indices."""
+    with ctx.session() as s:
+        names, class_ids, samples, _ = load_samples(s, ctx.project_id, ctx.store)
+    index = {name: i for i, name in enumerate(classes)}
+    ids_by_name = dict(zip(names, class_ids, strict=True))
+    known = [
+        Sample(x.image_id, x.sha256, index[names[x.label]], x.path)
+        for x in samples
+        if names[x.label] in index
+    ]
+    return known, [ids_by_name.get(name) for name in classes]
+
+
+def in_sample(
+    model: nn.Module, loader: Any, device: torch.device, samples: list[Sample], progress: Progress
+) -> Scores:
+    evaluation = evaluate(model, loader, device, progress)
+    predicted = evaluation.probs.argmax(1)
+    return [
+        (
+            s.image_id,
+            float(evaluation.losses[i]),
+            int(predicted[i]),
+            float(evaluation.probs[i].max()),
+        )
+        for i, s in enumerate(samples)
+    ]
+
+
+def out_of_fold(
+    features: np.ndarray, labels: np.ndarray, samples: list[Sample], folds: int, seed: int
+) -> Scores:
+    fold = np.array([fold_of(seed, s.sha256, folds) for s in samples])
+    scores: Scores = []
+    losses = np.zeros(len(samples))
+    predicted = np.zeros(len(samples), dtype=int)
+    probability = np.zeros(len(samples))
+    for k in range(folds):
+        held, rest = fold == k, fold != k
+        if not held.any():
+            continue
+        if len(set(labels[rest].tolist())) < 2:
+            raise ValueError("too few images for out-of-fold ranking: a fold lacks classes")
+        scaler = StandardScaler().fit(features[rest])
+        clf = LogisticRegression(max_iter=2000).fit(scaler.transform(features[rest]), labels[rest])
+        probs = np.zeros((int(held.sum()), int(labels.max()) + 1))
+        probs[:, clf.classes_] = clf.predict_proba(scaler.transform(features[held]))
+        rows = np.arange(len(probs))
+        losses[held] = -np.log(np.clip(probs[rows, labels[held]], 1e-12, 1.0))
+        predicted[held] = probs.argmax(1)
+        probability[held] = probs.max(1)
+    for i, s in enumerate(samples):
+        scores.append((s.image_id, float(losses[i]), int(predicted[i]), float(probability[i])))
+    return scores
+
+
+def _store(
+    ctx: JobContext,
+    version_id: int,
+    method: str,
+    scores: Scores,
+    class_ids: list[int | None],
+    labels: list[int],
+) -> None:
+    # Delete and insert in one transaction: a rerun replaces the ranking, never duplicates it.
+    with ctx.session() as s:
+        s.execute(
+            delete(ImageScore).where(
+                ImageScore.model_version_id == version_id, ImageScore.method == method
+            )
+        )
+        s.add_all(
+            ImageScore(
+                model_version_id=version_id,
+                image_id=image_id,
+                method=method,
+                loss=loss,
+                label_id=class_ids[label],
+                predicted_id=class_ids[guess],
+                probability=prob,
+            )
+            for (image_id, loss, guess, prob), label in zip(scores, labels, strict=True)
+        )
+
+
+def rank_job(ctx: JobContext) -> dict[str, Any]:
+    params = RankParams.model_validate(ctx.params)
+    version = _version(ctx, params)
+    arch, classes = version.arch, list(version.classes)
+    size = int(version.params.get("image_size", 224))
+    samples, class_ids = _samples(ctx, classes)
+    if not samples:
+        raise ValueError("no verified, labelled images of the model's classes to rank")
+    device = pick_device()
+    model = models.get_model(arch, num_classes=len(classes))
+    model.load_state_dict(load_file(str(ctx.settings.data_dir / version.files["weights"])))
+    place(model, device)
+    cache = ImageCache(size)
+    cache.preload([s.path for s in samples], lambda d, t: ctx.report(d, t, "decoding images"))
+    loader = make_loader(ImageDataset(samples, cache, None), 64, device, shuffle=False)
+    passes = 2 if params.out_of_fold else 1
+    progress = Progress(passes * len(loader), ctx.report)
+    progress.message = "scoring (in sample)"
+    labels = [s.label for s in samples]
+    _store(
+        ctx,
+        version.id,
+        "in_sample",
+        in_sample(model, loader, device, samples, progress),
+        class_ids,
+        labels,
+    )
+    result: dict[str, Any] = {"model_version_id": version.id, "in_sample": len(samples)}
+    if params.out_of_fold:
+        body, source = _feature_body(ctx, arch, len(classes), model)
+        progress.message = "body features (out of fold)"
+        feats, _ = extract_features(body, arch, loader, device, progress, adapt_bn=False)
+        scores = out_of_fold(
+            feats.cpu().numpy(), np.array(labels), samples, params.folds, version.split_seed
+        )
+        _store(ctx, version.id, "out_of_fold", scores, class_ids, labels)
+        result.update(out_of_fold=len(samples), folds=params.folds, features=source)
+    return result
+
+
+def _feature_body(
+    ctx: JobContext, arch: str, num_classes: int, trained: nn.Module
+) -> tuple[nn.Module, str]:
+    built = build_model(arch, num_classes, pretrained=True, weights_dir=ctx.settings.weights_dir)
+    if built.weights == "random":
+        return trained, "trained model (pretrained body unavailable; it saw these labels)"
+    device = next(trained.parameters()).device
+    return place(built.model, device), built.weights

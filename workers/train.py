@@ -1,0 +1,272 @@
+"""The train and lr_find jobs: database in short transactions, the training in between."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import select
+
+from api.config import Settings
+from api.models import ModelVersion
+from api.params import LrFindParams, TrainParams
+from workers.runner import JobContext
+from workers.training.advice import advise
+from workers.training.data import DataSplit, load_split
+from workers.training.export import export_model
+from workers.training.finetune import (
+    Loaders,
+    body_features,
+    fine_tune,
+    make_loaders,
+    samples_per_class,
+)
+from workers.training.fit import Progress, evaluate, extract_features, pick_device, place
+from workers.training.interpret import gradcam_png, interpret
+from workers.training.lr_find import LrCurve, lr_find_head
+from workers.training.model import BuiltModel, build_model, head
+
+DEFAULT_LR = 2e-3
+LR_FIND_ITERATIONS = 100
+
+
+def weights_path(settings: Settings, value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else settings.data_dir / path
+
+
+def load_data(ctx: JobContext, valid_pct: float, seed: int) -> DataSplit:
+    with ctx.session() as s:
+        split = load_split(s, ctx.project_id, ctx.store, valid_pct, seed)
+    if len(split.classes) < 2:
+        raise ValueError(
+            f"training needs at least two classes with verified, labelled images; "
+            f"found {len(split.classes)}"
+        )
+    if not split.train or not split.valid:
+        raise ValueError(
+            f"too few images to split: {len(split.train)} for training, "
+            f"{len(split.valid)} for validation"
+        )
+    return split
+
+
+def prepare(
+    ctx: JobContext, params: TrainParams | LrFindParams, split: DataSplit
+) -> tuple[BuiltModel, Loaders, torch.device]:
+    torch.manual_seed(params.seed)
+    device = pick_device()
+    ctx.report(0, 1, "building the model", force=True)
+    built = build_model(
+        params.arch,
+        len(split.classes),
+        params.pretrained,
+        weights_path(ctx.settings, params.weights_file),
+        ctx.settings.weights_dir,
+    )
+    place(built.model, device)
+    total = len(split.train) + len(split.valid)
+    loaders = make_loaders(
+        split,
+        params.image_size,
+        params.batch_size,
+        device,
+        params.seed,
+        augment=getattr(params, "augment", True),
+        on_decode=lambda done, _: ctx.report(done, total, "decoding images"),
+    )
+    return built, loaders, device
+
+
+def find_lr(
+    built: BuiltModel,
+    features: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    progress: Progress,
+    params: LrFindParams | None = None,
+) -> LrCurve:
+    params = params or LrFindParams()
+    return lr_find_head(
+        head(built.model, built.arch),
+        features[0],
+        features[1],
+        batch_size,
+        params.start_lr,
+        params.end_lr,
+        params.num_iter,
+        progress,
+        seed=params.seed,
+    )
+
+
+def lr_find_job(ctx: JobContext) -> dict[str, Any]:
+    params = LrFindParams.model_validate(ctx.params)
+    split = load_data(ctx, params.valid_pct, params.seed)
+    built, loaders, device = prepare(ctx, params, split)
+    progress = Progress(len(loaders.train_plain) + params.num_iter, ctx.report)
+    progress.message = "computing body features"
+    features = extract_features(
+        built.model, built.arch, loaders.train_plain, device, progress, built.weights == "random"
+    )
+    progress.message = "sweeping learning rates"
+    curve = find_lr(built, features, params.batch_size, progress, params)
+    return {
+        **curve.as_dict(),
+        "arch": params.arch,
+        "weights": built.weights,
+        "note": built.note,
+        "device": device.type,
+        "num_train": len(split.train),
+    }
+
+
+def _create_version(ctx: JobContext, params: TrainParams, split: DataSplit) -> int:
+    """One model version per job: a redelivered job starts its own row afresh."""
+    with ctx.session() as s:
+        version = s.scalar(select(ModelVersion).where(ModelVersion.job_id == ctx.job_id))
+        if version is None:
+            version = ModelVersion(project_id=ctx.project_id, job_id=ctx.job_id)
+            s.add(version)
+        version.arch = params.arch
+        version.params = params.model_dump()
+        version.classes = split.classes
+        version.split_seed = params.seed
+        version.valid_pct = params.valid_pct
+        version.num_train = len(split.train)
+        version.num_valid = len(split.valid)
+        version.metrics = []
+        version.advice = []
+        version.files = {}
+        version.interpretation = None
+        s.flush()
+        return version.id
+
+
+def train_job(ctx: JobContext) -> dict[str, Any]:
+    params = TrainParams.model_validate(ctx.params)
+    split = load_data(ctx, params.valid_pct, params.seed)
+    version_id = _create_version(ctx, params, split)
+    # Timed from before decoding: fastai decodes inside its fit, so a fair figure must too.
+    started = time.perf_counter()
+    built, loaders, device = prepare(ctx, params, split)
+    model, arch = built.model, built.arch
+
+    need_features = params.freeze_epochs > 0 or params.lr is None
+    total = (
+        (loaders.feature_batches() if need_features else 0)
+        + (LR_FIND_ITERATIONS if params.lr is None else 0)
+        + loaders.head_steps(params.freeze_epochs)
+        + loaders.unfrozen_batches(params.epochs)
+    )
+    progress = Progress(total, ctx.report)
+    features = None
+    if need_features:
+        progress.message = "computing body features"
+        features = body_features(model, arch, loaders, device, progress, built.weights == "random")
+    lr, lr_curve = params.lr, None
+    if lr is None:
+        assert features is not None
+        progress.message = "finding a learning rate"
+        lr_curve = find_lr(built, features[0], params.batch_size, progress)
+        lr = lr_curve.suggestions.get("valley", DEFAULT_LR)
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        progress.message = (
+            f"epoch {row['epoch'] + 1}/{params.freeze_epochs + params.epochs} ({row['stage']}): "
+            f"error rate {row['error_rate']}"
+        )
+        with ctx.session() as s:
+            version = s.get(ModelVersion, version_id)
+            assert version is not None
+            # A new list: SQLAlchemy does not see in-place changes to a JSON column.
+            version.metrics = [*version.metrics, row]
+
+    progress.message = "training"
+    result = fine_tune(
+        model,
+        arch,
+        loaders,
+        device,
+        params.epochs,
+        params.freeze_epochs,
+        lr,
+        params.weight_decay,
+        progress,
+        on_epoch,
+        features,
+    )
+    train_seconds = time.perf_counter() - started
+    advice = advise(
+        result.history,
+        result.best_epoch,
+        lr,
+        samples_per_class(split.train, split.classes),
+        len(split.valid),
+        built.note if built.weights == "random" and params.pretrained else None,
+    )
+    interpretation: dict[str, Any] | None = None
+    files: dict[str, str] = {}
+    best = result.history[result.best_epoch] if result.best_epoch is not None else None
+    if result.best_state is not None and best is not None:
+        ctx.report(progress.total, progress.total, "interpreting and exporting", force=True)
+        model.load_state_dict(result.best_state)
+        out_dir = ctx.settings.data_dir / "models" / str(version_id)
+        evaluation = evaluate(model, loaders.valid, device)
+        interpretation = interpret(evaluation, split.valid, split.classes)
+        for row in interpretation["top_losses"]:
+            sample = next(s for s in split.valid if s.image_id == row["image_id"])
+            png = out_dir / "gradcam" / f"{sample.image_id}.png"
+            gradcam_png(
+                model,
+                arch,
+                sample,
+                params.image_size,
+                split.classes.index(row["predicted"]),
+                device,
+                png,
+            )
+            row["gradcam"] = str(png.relative_to(ctx.settings.data_dir))
+        paths = export_model(
+            model,
+            arch,
+            split.classes,
+            params.image_size,
+            out_dir,
+            {
+                "model_version_id": version_id,
+                "project_id": ctx.project_id,
+                "data_version": split.version,
+                "best_epoch": result.best_epoch,
+                "metrics": best,
+                "weights_source": built.weights,
+            },
+        )
+        files = {k: str(v.relative_to(ctx.settings.data_dir)) for k, v in paths.items()}
+
+    with ctx.session() as s:
+        version = s.get(ModelVersion, version_id)
+        assert version is not None
+        version.best_epoch = result.best_epoch
+        version.error_rate = best["error_rate"] if best else None
+        version.advice = advice
+        version.interpretation = interpretation
+        version.files = files
+        version.params = {**version.params, "lr": lr, "weights_source": built.weights}
+    images = len(split.train) * (params.freeze_epochs + params.epochs)
+    return {
+        "model_version_id": version_id,
+        "best_epoch": result.best_epoch,
+        "error_rate": best["error_rate"] if best else None,
+        "lr": lr,
+        "lr_suggestions": lr_curve.suggestions if lr_curve else None,
+        "device": device.type,
+        "weights": built.weights,
+        "note": built.note,
+        "seconds": round(train_seconds, 3),
+        "images_per_second": round(images / train_seconds, 2) if train_seconds > 0 else None,
+        "advice": [a["code"] for a in advice],
+    }

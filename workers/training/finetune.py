@@ -1,0 +1,173 @@
+"""fastai's ``fine_tune`` as one function over a DataSplit: loaders, both stages, best epoch.
+
+Also the loaders and the cached body features the LR finder shares with the frozen stage.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from workers.training.data import (
+    DataSplit,
+    ImageCache,
+    ImageDataset,
+    Sample,
+    augment_transform,
+    plain_transform,
+    train_source_side,
+)
+from workers.training.fit import FitResult, Progress, extract_features, fit_head, fit_unfrozen
+
+Features = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Loaders:
+    train: DataLoader[Any]
+    train_plain: DataLoader[Any]
+    valid: DataLoader[Any]
+    batch_size: int
+
+    def head_steps(self, epochs: int) -> int:
+        return epochs * max(1, len(self.train_plain.dataset) // self.batch_size)  # type: ignore[arg-type]
+
+    def feature_batches(self) -> int:
+        return len(self.train_plain) + len(self.valid)
+
+    def unfrozen_batches(self, epochs: int) -> int:
+        return epochs * (len(self.train) + len(self.valid))
+
+
+def loader_workers(device: torch.device) -> int:
+    # On the CPU the model needs every core; a GPU needs decoding and augmentation in parallel.
+    if device.type != "cuda":
+        return 0
+    return min(8, os.cpu_count() or 1)
+
+
+def make_loader(
+    dataset: ImageDataset, batch_size: int, device: torch.device, shuffle: bool, seed: int = 0
+) -> DataLoader[Any]:
+    workers = loader_workers(device)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        # A last batch of one breaks BatchNorm and adds noise; fastai drops it too.
+        drop_last=shuffle and len(dataset) > batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+    )
+
+
+def make_loaders(
+    split: DataSplit,
+    image_size: int,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    augment: bool = True,
+    on_decode: Callable[[int, int], None] | None = None,
+) -> Loaders:
+    """Decode every image once into memory, then build the three loaders over the cache."""
+    train_cache = ImageCache(train_source_side(image_size))
+    valid_cache = ImageCache(image_size)
+    train_cache.preload([s.path for s in split.train], on_decode)
+    valid_cache.preload([s.path for s in split.valid], on_decode)
+    plain = plain_transform(image_size)
+    train_ds = ImageDataset(
+        split.train, train_cache, augment_transform(image_size) if augment else plain
+    )
+    return Loaders(
+        train=make_loader(train_ds, batch_size, device, shuffle=True, seed=seed),
+        train_plain=make_loader(
+            ImageDataset(split.train, train_cache, plain), batch_size * 2, device, False
+        ),
+        valid=make_loader(
+            ImageDataset(split.valid, valid_cache, None), batch_size * 2, device, False
+        ),
+        batch_size=batch_size,
+    )
+
+
+def body_features(
+    model: nn.Module,
+    arch: str,
+    loaders: Loaders,
+    device: torch.device,
+    progress: Progress,
+    adapt_bn: bool,
+) -> tuple[Features, Features]:
+    """Train features first: adapting BatchNorm there must precede the validation pass."""
+    train = extract_features(model, arch, loaders.train_plain, device, progress, adapt_bn)
+    valid = extract_features(model, arch, loaders.valid, device, progress, adapt_bn=False)
+    return train, valid
+
+
+def fine_tune(
+    model: nn.Module,
+    arch: str,
+    loaders: Loaders,
+    device: torch.device,
+    epochs: int,
+    freeze_epochs: int,
+    lr: float,
+    weight_decay: float,
+    progress: Progress,
+    on_epoch: Callable[[dict[str, Any]], None],
+    features: tuple[Features, Features] | None,
+) -> FitResult:
+    """Frozen stage at ``lr`` then unfrozen stage at slice(lr / 200, lr / 2), as fastai does.
+
+    ``features`` are the body features when the caller computed them already (LR finder);
+    they are needed only when there are frozen epochs.
+    """
+    result = FitResult()
+    if freeze_epochs > 0:
+        if features is None:
+            raise ValueError("the frozen stage needs the body features")
+        train, valid = features
+        fit_head(
+            model,
+            arch,
+            train,
+            valid,
+            freeze_epochs,
+            lr,
+            weight_decay,
+            loaders.batch_size,
+            progress,
+            result,
+            on_epoch,
+        )
+    if epochs > 0 and not result.diverged:
+        fit_unfrozen(
+            model,
+            arch,
+            loaders.train,
+            loaders.valid,
+            epochs,
+            lr / 2,
+            weight_decay,
+            device,
+            progress,
+            result,
+            on_epoch,
+        )
+    return result
+
+
+def samples_per_class(samples: list[Sample], classes: list[str]) -> dict[str, int]:
+    counts = dict.fromkeys(classes, 0)
+    for sample in samples:
+        counts[classes[sample.label]] += 1
+    return counts

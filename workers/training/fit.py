@@ -1,0 +1,325 @@
+"""The fine-tune loop in the shape of torchvision's reference scripts.
+
+fastai's ``fine_tune``: one-cycle on the head with the body frozen, then one-cycle on the
+whole model with discriminative learning rates (``slice(lr / 100, lr / 2)`` over three layer
+groups), AdamW with momentum cycling. The frozen epochs see no augmentation, so the body's
+features are computed once and the head trains on them: a frozen epoch costs one forward
+pass of the body instead of a forward and backward pass per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import OneCycleLR
+from torch.utils.data import DataLoader
+
+from workers.training.model import head, headless, layer_groups
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+# fastai's fine_tune defaults.
+LR_MULT = 100.0
+UNFROZEN_DIV = 5.0
+FROZEN_PCT_START = 0.99
+UNFROZEN_PCT_START = 0.3
+FINAL_DIV = 1e5
+BETAS = (0.9, 0.99)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device) -> AbstractContextManager[Any]:
+    # bf16 autocast on CUDA only: on the CPU it is slow and changes the numbers.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def place(model: nn.Module, device: torch.device) -> nn.Module:
+    # channels_last: cuDNN and oneDNN convolutions run faster on NHWC.
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+class Progress:
+    """Counts batches across all stages and hands them to ``report(done, total, message)``."""
+
+    def __init__(self, total: int, report: Callable[[int, int, str], None]) -> None:
+        self.total, self.done, self.report = total, 0, report
+        self.message = ""
+
+    def step(self, message: str | None = None) -> None:
+        self.done += 1
+        if message is not None:
+            self.message = message
+        self.report(min(self.done, self.total), self.total, self.message)
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    losses: torch.Tensor
+    probs: torch.Tensor
+    targets: torch.Tensor
+
+    @property
+    def error_rate(self) -> float:
+        if len(self.targets) == 0:
+            return float("nan")
+        return float((self.probs.argmax(1) != self.targets).float().mean())
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    diverged: bool = False
+
+
+def finite_or_none(value: float) -> float | None:
+    # JSON columns on Postgres reject NaN and Infinity.
+    return value if math.isfinite(value) else None
+
+
+def one_cycle(
+    optimizer: torch.optim.Optimizer,
+    max_lr: list[float],
+    steps: int,
+    pct_start: float,
+    div: float,
+) -> OneCycleLR:
+    return OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=max(steps, 1),
+        pct_start=pct_start,
+        div_factor=div,
+        final_div_factor=FINAL_DIV / div,
+        base_momentum=0.85,
+        max_momentum=0.95,
+    )
+
+
+def discriminative_lrs(lr: float, groups: int) -> list[float]:
+    """The lesson's slice(lr / 100, lr): geometric steps from the first group to the head."""
+    lo = lr / LR_MULT
+    if groups == 1:
+        return [lr]
+    return [lo * (lr / lo) ** (i / (groups - 1)) for i in range(groups)]
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader[Any],
+    device: torch.device,
+    progress: Progress | None = None,
+) -> Evaluation:
+    model.eval()
+    logits, targets = [], []
+    for x, y in loader:
+        with autocast(device):
+            out = model(to_device(x, device))
+        logits.append(out.float().cpu())
+        targets.append(y)
+        if progress is not None:
+            progress.step()
+    return _evaluation(torch.cat(logits), torch.cat(targets))
+
+
+def _evaluation(logits: torch.Tensor, targets: torch.Tensor) -> Evaluation:
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    loss = float(losses.mean()) if len(losses) else float("nan")
+    return Evaluation(loss, losses, logits.softmax(1), targets)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader[Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: OneCycleLR,
+    device: torch.device,
+    progress: Progress,
+) -> float:
+    model.train()
+    total = torch.zeros((), device=device)
+    count = 0
+    for x, y in loader:
+        inputs, targets = to_device(x, device), y.to(device, non_blocking=True)
+        with autocast(device):
+            loss = F.cross_entropy(model(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        # Summed on the device: no host sync per batch on CUDA.
+        total += loss.detach().float() * len(targets)
+        count += len(targets)
+        progress.step()
+    return float(total) / max(count, 1)
+
+
+def bn_only_train(model: nn.Module) -> None:
+    """Eval mode except BatchNorm, which uses and tracks the batch statistics."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.train()
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module,
+    arch: str,
+    loader: DataLoader[Any],
+    device: torch.device,
+    progress: Progress,
+    adapt_bn: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled body features of every image in ``loader``.
+
+    ``adapt_bn``: a randomly initialised body has meaningless BatchNorm statistics; letting
+    them track this data while the features are computed is what fastai's frozen epoch does
+    (its BatchNorm layers stay trainable). Pretrained statistics are kept as they are.
+    """
+    feats, targets = [], []
+    with headless(model, arch) as body:
+        if adapt_bn:
+            bn_only_train(body)
+        else:
+            body.eval()
+        for x, y in loader:
+            with autocast(device):
+                out = body(to_device(x, device))
+            feats.append(out.float())
+            targets.append(y.to(device))
+            progress.step()
+    return torch.cat(feats), torch.cat(targets)
+
+
+def record(
+    result: FitResult,
+    model: nn.Module,
+    stage: str,
+    train_loss: float,
+    evaluation: Evaluation,
+    seconds: float,
+    on_epoch: Callable[[dict[str, Any]], None],
+) -> None:
+    epoch = len(result.history)
+    error = evaluation.error_rate
+    row = {
+        "epoch": epoch,
+        "stage": stage,
+        "train_loss": finite_or_none(train_loss),
+        "valid_loss": finite_or_none(evaluation.loss),
+        "error_rate": finite_or_none(error),
+        "accuracy": finite_or_none(1.0 - error),
+        "seconds": round(seconds, 3),
+    }
+    result.history.append(row)
+    if not (math.isfinite(train_loss) and math.isfinite(evaluation.loss)):
+        # Nothing after a non-finite loss can recover: stop, keep the best epoch so far.
+        result.diverged = True
+    elif result.best_epoch is None or _better(row, result.history[result.best_epoch]):
+        result.best_epoch = epoch
+        result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    on_epoch(row)
+
+
+def _better(row: dict[str, Any], best: dict[str, Any]) -> bool:
+    return (row["error_rate"], row["valid_loss"]) < (best["error_rate"], best["valid_loss"])
+
+
+def fit_head(
+    model: nn.Module,
+    arch: str,
+    features: tuple[torch.Tensor, torch.Tensor],
+    valid: tuple[torch.Tensor, torch.Tensor],
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    progress: Progress,
+    result: FitResult,
+    on_epoch: Callable[[dict[str, Any]], None],
+) -> None:
+    """The frozen stage: one-cycle on the head alone, over cached body features."""
+    layer = head(model, arch)
+    x, y = features
+    steps_per_epoch = max(1, len(x) // batch_size)
+    optimizer = AdamW(layer.parameters(), lr=lr, betas=BETAS, eps=1e-5, weight_decay=weight_decay)
+    scheduler = one_cycle(optimizer, [lr], epochs * steps_per_epoch, FROZEN_PCT_START, 25.0)
+    for _ in range(epochs):
+        start = time.perf_counter()
+        layer.train()
+        order = torch.randperm(len(x), device=x.device)
+        total, count = 0.0, 0
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            loss = F.cross_entropy(layer(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            progress.step()
+        with torch.inference_mode():
+            layer.eval()
+            evaluation = _evaluation(layer(valid[0]).float().cpu(), valid[1].cpu())
+        train_loss = total / max(count, 1)
+        record(
+            result, model, "frozen", train_loss, evaluation, time.perf_counter() - start, on_epoch
+        )
+        if result.diverged:
+            return
+
+
+def fit_unfrozen(
+    model: nn.Module,
+    arch: str,
+    train_loader: DataLoader[Any],
+    valid_loader: DataLoader[Any],
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    device: torch.device,
+    progress: Progress,
+    result: FitResult,
+    on_epoch: Callable[[dict[str, Any]], None],
+) -> None:
+    """The unfrozen stage: one-cycle on the whole model with discriminative learning rates."""
+    groups = layer_groups(model, arch)
+    lrs = discriminative_lrs(lr, len(groups))
+    optimizer = AdamW(
+        [{"params": g, "lr": group_lr} for g, group_lr in zip(groups, lrs, strict=True)],
+        betas=BETAS,
+        eps=1e-5,
+        weight_decay=weight_decay,
+    )
+    scheduler = one_cycle(optimizer, lrs, epochs * len(train_loader), UNFROZEN_PCT_START, 5.0)
+    for _ in range(epochs):
+        start = time.perf_counter()
+        train_loss = train_one_epoch(model, train_loader, optimizer, scheduler, device, progress)
+        evaluation = evaluate(model, valid_loader, device, progress)
+        seconds = time.perf_counter() - start
+        record(result, model, "unfrozen", train_loss, evaluation, seconds, on_epoch)
+        if result.diverged:
+            return

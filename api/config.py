@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     worker_concurrency: int = 1
+    job_stale_after: float = Field(
+        default=120.0, description="Seconds without a heartbeat before a running job is requeued."
+    )
 
     chromium: str = Field(default="", description="Chromium executable; Playwright's own if empty.")
     bing_url: str = "https://www.bing.com"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.models import Image, ImageState, LabelEvent
+from api.models import Image, ImageState, LabelEvent, utcnow
 
 ACTIONS = ("relabel", "delete", "restore", "keep")
 
@@ -58,6 +58,9 @@ def _record(
     )
     image.label_id = new_label_id
     image.state = new_state
+    # Even a "keep" touches the row, so its version moves on and a reviewer acting on
+    # the earlier view hears that someone decided about this image in the meantime.
+    image.updated_at = utcnow()
     if reason is not None:
         image.reject_reason = reason
     session.add(event)

@@ -1,8 +1,8 @@
 """A generated, learnable image set for the benches, on disk and in a throw-away Winnow.
 
-Each class is a shape (ellipse or square) in its own hue on a noisy background, at a
-random place and size: learnable from scratch in a few epochs, not trivially by colour
-alone once augmentation jitters the lighting.
+Each class is a hue: an ellipse or a square (at random) in that hue on a noisy grey
+background, at a random place and size. Learnable from random initialisation in a few
+epochs, which is what a bench without downloadable weights needs.
 """
 
 from __future__ import annotations
@@ -25,25 +25,31 @@ from api.models import Job, ImageState, Project  # noqa: E402
 from api.store import ImageStore  # noqa: E402
 from workers.runner import JobContext  # noqa: E402
 
-CLASSES = ("ellipse_red", "square_red", "ellipse_blue", "square_blue")
-HUES = {"red": (190, 60, 50), "blue": (50, 80, 190)}
+HUES = {
+    "red": (200, 50, 40),
+    "green": (50, 170, 60),
+    "blue": (50, 80, 200),
+    "yellow": (210, 190, 40),
+}
+CLASSES = tuple(HUES)
 
 
 def jpeg(name: str, rng: random.Random, size: int) -> bytes:
-    shape, hue = name.split("_")
+    hue = name
     width, height = size + rng.randrange(0, size // 3), size + rng.randrange(0, size // 3)
-    background = tuple(rng.randrange(80, 170) for _ in range(3))
+    grey = rng.randrange(80, 170)
+    background = (grey, grey, grey)
     image = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(image)
     for _ in range(8):
         x, y, r = rng.randrange(width), rng.randrange(height), rng.randrange(2, size // 8)
-        grey = rng.randrange(40, 220)
+        grey = rng.randrange(40, 220)  # distractors without hue
         draw.ellipse((x - r, y - r, x + r, y + r), fill=(grey, grey, grey))
-    r = rng.randrange(size // 6, size // 3)
+    r = rng.randrange(size // 5, size // 3)
     cx, cy = rng.randrange(r, width - r), rng.randrange(r, height - r)
     colour = tuple(max(0, min(255, c + rng.randrange(-40, 40))) for c in HUES[hue])
     box = (cx - r, cy - r, cx + r, cy + r)
-    if shape == "ellipse":
+    if rng.random() < 0.5:
         draw.ellipse(box, fill=colour)
     else:
         draw.rectangle(box, fill=colour)
@@ -88,7 +94,9 @@ def winnow_project(data_dir: Path, paths: list[Path]) -> tuple[Settings, int]:
     return settings, project_id
 
 
-def job_context(settings: Settings, project_id: int, kind: str, params: dict[str, object]) -> JobContext:
+def job_context(
+    settings: Settings, project_id: int, kind: str, params: dict[str, object]
+) -> JobContext:
     factory = make_session_factory(make_engine(settings.db_url))
     with transaction(factory) as s:
         job = Job(project_id=project_id, kind=kind, params=params)

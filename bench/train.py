@@ -85,8 +85,12 @@ def run_fastai(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     n_train = len(dls.train_ds)
     error = float(learn.recorder.values[-1][2])
-    return {"seconds": seconds, "n_train": n_train, "error": error, "images_per_second":
-            n_train * (args.epochs + 1) / seconds}
+    return {
+        "seconds": seconds,
+        "n_train": n_train,
+        "error": error,
+        "images_per_second": n_train * (args.epochs + 1) / seconds,
+    }
 
 
 def run_winnow(args: argparse.Namespace) -> dict[str, Any]:

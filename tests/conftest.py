@@ -150,8 +150,16 @@ def _stack_urls(kind: str, request: pytest.FixtureRequest, data_dir: Path) -> tu
     return postgres.create_database(), redis.url(next(_REDIS_DBS) % 16)
 
 
+@pytest.fixture
+def stack_env_overrides() -> dict[str, str]:
+    """Extra WINNOW_* variables for the stack's worker; a test module may override this."""
+    return {}
+
+
 @pytest.fixture(params=["sqlite", "postgres-redis"])
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path: Path, stack_env_overrides: dict[str, str]
+) -> Iterator[Stack]:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     database_url, broker_url = _stack_urls(request.param, request, data_dir)
@@ -161,6 +169,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
         "WINNOW_BROKER_URL": broker_url,
         "WINNOW_SECRET_KEY": "test-secret",
         "WINNOW_FETCH_ALLOW": "127.0.0.1,localhost",
+        **stack_env_overrides,
     }
     settings = Settings(
         data_dir=data_dir,

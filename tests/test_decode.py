@@ -34,7 +34,12 @@ def png_header_only(width: int, height: int) -> bytes:
     chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
     chunk += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
     idat = zlib.compress(b"\x00" * 16)
-    chunk += struct.pack(">I", len(idat)) + b"IDAT" + idat + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
+    chunk += (
+        struct.pack(">I", len(idat))
+        + b"IDAT"
+        + idat
+        + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
+    )
     return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
@@ -92,28 +97,40 @@ def hostile_corpus() -> list[Case]:
         Case("page.jpg", b"<!doctype html><html><body>Not found</body></html>", Reason.not_image),
         Case("bomb.png", png_header_only(100_000, 100_000), Reason.bomb),
         Case("gif-frame-bomb.gif", gif_with_frame_size(frames, 1, 30_000, 30_000), Reason.bomb),
-        Case("bad-exif.jpg", jpeg_with_exif(photo(), b"MM\x00*\x00\x00\xff\xff" + b"\x00" * 7), None),
+        Case(
+            "bad-exif.jpg", jpeg_with_exif(photo(), b"MM\x00*\x00\x00\xff\xff" + b"\x00" * 7), None
+        ),
         Case("cmyk.jpg", encode(photo().convert("CMYK"), "JPEG"), None),
         Case("gray16.png", encode(gray16, "PNG"), None),
         Case("palette-transparent.png", encode(palette, "PNG", transparency=0), None),
         Case("rotated.jpg", jpeg_with_exif(photo((200, 100)), exif_orientation(6)), None),
-        Case("animated.gif", encode(frames[0], "GIF", save_all=True, append_images=frames[1:]), None),
+        Case(
+            "animated.gif", encode(frames[0], "GIF", save_all=True, append_images=frames[1:]), None
+        ),
         Case("one-pixel.png", encode(Image.new("RGB", (1, 1), "red"), "PNG"), None),
         Case("png-named.jpg", png, None),
         Case("photo.webp", encode(photo(), "WEBP"), None),
         Case("photo.bmp", encode(photo(), "BMP"), None),
         Case("la.png", encode(Image.new("LA", (40, 30), (100, 0)), "PNG"), None),
-        Case("vector.svg", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', Reason.unsupported),
+        Case(
+            "vector.svg",
+            b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>',
+            Reason.unsupported,
+        ),
         Case("doc.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", Reason.unsupported),
         Case("layers.psd", b"8BPS\x00\x01" + b"\x00" * 40, Reason.unsupported),
         Case("scan.tif", encode(photo(), "TIFF"), Reason.unsupported),
     ]
     for cut in (4, 40, len(jpeg) // 3, len(jpeg) // 2, len(jpeg) - 2):
         header = cut < 100
-        cases.append(Case(f"jpeg-cut-{cut}.jpg", jpeg[:cut], Reason.truncated, (Reason.corrupt,) * header))
+        cases.append(
+            Case(f"jpeg-cut-{cut}.jpg", jpeg[:cut], Reason.truncated, (Reason.corrupt,) * header)
+        )
     for cut in (30, 60, len(png) // 2, len(png) - 40):
         header = cut < 100
-        cases.append(Case(f"png-cut-{cut}.png", png[:cut], Reason.truncated, (Reason.corrupt,) * header))
+        cases.append(
+            Case(f"png-cut-{cut}.png", png[:cut], Reason.truncated, (Reason.corrupt,) * header)
+        )
     return cases
 
 

@@ -57,9 +57,7 @@ def test_near_pairs_matches_brute_force() -> None:
 
 
 def add(session: Session, project_id: int, n: int, phash: str, label_id: int | None) -> Image:
-    image = Image(
-        project_id=project_id, sha256=f"{n:064x}", phash=phash, label_id=label_id
-    )
+    image = Image(project_id=project_id, sha256=f"{n:064x}", phash=phash, label_id=label_id)
     image.state = ImageState.ok
     session.add(image)
     session.flush()

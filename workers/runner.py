@@ -9,11 +9,13 @@ network, browser or training work.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -83,14 +85,64 @@ JobFn = Callable[[JobContext], dict[str, Any] | None]
 
 
 @lru_cache
-def _factory(url: str) -> sessionmaker[Session]:
+def session_factory(url: str) -> sessionmaker[Session]:
     return make_session_factory(make_engine(url))
+
+
+def _claim(s: Session, job: Job, stale_after: float) -> bool:
+    """Move the job to running, atomically: of two deliveries of one message, one wins."""
+    now = utcnow()
+    claim = update(Job).where(Job.id == job.id, Job.status == job.status)
+    if job.status is JobStatus.running:
+        # Redelivered while running. A fresh heartbeat means another worker has it;
+        # a stale one means that worker died, and the job (idempotent) runs again.
+        beat = job.heartbeat_at or job.started_at
+        if beat is not None and (now - _aware(beat)).total_seconds() < stale_after:
+            return False
+        claim = claim.where(Job.heartbeat_at == job.heartbeat_at)
+    result = s.execute(
+        claim.values(
+            status=JobStatus.running,
+            attempts=Job.attempts + 1,
+            started_at=now,
+            heartbeat_at=now,
+            error=None,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class _Heartbeat(threading.Thread):
+    """Writes jobs.heartbeat_at every few seconds while the job function runs."""
+
+    def __init__(self, factory: sessionmaker[Session], job_id: int, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.factory, self.job_id, self.interval = factory, job_id, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                with transaction(self.factory) as s:
+                    s.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id, Job.status == JobStatus.running)
+                        .values(heartbeat_at=utcnow())
+                    )
+            except Exception:
+                # A missed beat is harmless; the next one retries.
+                log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
 
 
 def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
     """Run one job to a final state; return that state. Never raises for job errors."""
     settings = settings or get_settings()
-    factory = _factory(settings.db_url)
+    factory = session_factory(settings.db_url)
     with transaction(factory) as s:
         job = s.get(Job, job_id)
         if job is None:
@@ -104,12 +156,8 @@ def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
             job.finished_at = utcnow()
             job.message = "cancelled before it started"
             return job.status.value
-        # A job found "running" was interrupted (worker killed, message redelivered):
-        # job functions are idempotent, so it simply runs again.
-        job.status = JobStatus.running
-        job.attempts += 1
-        job.started_at = utcnow()
-        job.error = None
+        if not _claim(s, job, settings.job_stale_after):
+            return "running elsewhere"
         ctx = JobContext(
             job_id=job.id,
             project_id=job.project_id,
@@ -119,6 +167,8 @@ def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
             factory=factory,
         )
 
+    heartbeat = _Heartbeat(factory, job_id, max(0.5, settings.job_stale_after / 4))
+    heartbeat.start()
     status, result, error = JobStatus.succeeded, None, None
     try:
         result = fn(ctx) or {}
@@ -128,6 +178,9 @@ def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
         log.exception("job %s failed", job_id)
         status = JobStatus.failed
         error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}"
+    finally:
+        heartbeat.stopped.set()
+        heartbeat.join()
 
     with transaction(factory) as s:
         job = s.get(Job, job_id)

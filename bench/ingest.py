@@ -1,0 +1,222 @@
+"""Getting web images into a clean dataset: fastai's lesson steps against Winnow's, side by side.
+
+A local server (its own process, 20 ms latency on every request) serves generated JPEGs
+of mixed sizes up to 1600x1200, about 5% of them broken (truncated, HTML saved as .jpg,
+random bytes). Both sides get the same URL list:
+
+- fastai (the anchor): ``download_images(dest, urls=...)`` with its defaults (8 threads,
+  4 s timeout), then ``verify_images(get_image_files(dest))`` and unlinking the failures.
+- Winnow: the ``import_urls`` job (async downloads under the SSRF guard, sha256 dedupe,
+  a database row with provenance per image), then the ``verify`` job (a real decode,
+  normalised copy, thumbnail, perceptual hash, state ok or rejected).
+
+images/s = URLs in the list / wall seconds of download + verify. Imports and the image
+generation are outside the timing. The last line is machine-readable.
+
+    .venv/bin/python bench/ingest.py             # about a minute on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for path in (HERE, ROOT):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from synthetic import job_context  # noqa: E402
+from train import ensure_fastai  # noqa: E402
+
+LABEL = "bench"
+
+
+def make_image(index: int, seed: int, broken: float) -> bytes:
+    rng = random.Random(seed * 1_000_003 + index)
+    from PIL import Image, ImageDraw
+
+    width = rng.randrange(160, 1601)
+    height = min(1200, max(120, int(width * rng.uniform(0.5, 1.0))))
+    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x, y, r = rng.randrange(width), rng.randrange(height), rng.randrange(8, max(9, width // 6))
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    data = out.getvalue()
+    if rng.random() >= broken:
+        return data
+    kind = rng.randrange(3)
+    if kind == 0:
+        return data[: len(data) // 2]
+    if kind == 1:
+        return b"<!DOCTYPE html><html><body>404 Not Found</body></html>"
+    return rng.randbytes(4096)
+
+
+def _write_one(args: tuple[Path, int, int, float]) -> None:
+    folder, index, seed, broken = args
+    (folder / f"{index:05d}.jpg").write_bytes(make_image(index, seed, broken))
+
+
+def generate(folder: Path, count: int, seed: int, broken: float) -> None:
+    """Write the served files once; a folder holding all of them is reused."""
+    done = folder / ".complete"
+    if done.exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(folder, i, seed, broken) for i in range(count)]
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(_write_one, jobs, chunksize=32))
+    done.touch()
+
+
+async def _serve(folder: Path, latency: float) -> None:
+    files = {f"/{p.name}": p.read_bytes() for p in folder.glob("*.jpg")}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1].decode()
+                await asyncio.sleep(latency)
+                body = files.get(path)
+                status = b"200 OK" if body is not None else b"404 Not Found"
+                body = body if body is not None else b"not found"
+                close = b"connection: close" in head.lower()
+                writer.write(
+                    b"HTTP/1.1 " + status + b"\r\nContent-Type: image/jpeg\r\n"
+                    b"Content-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n"
+                    + (b"Connection: close\r\n" if close else b"")
+                    + b"\r\n"
+                    + body
+                )
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def start_server(folder: Path, latency: float) -> tuple[subprocess.Popen[str], int]:
+    command = [sys.executable, __file__, "--serve", str(folder), "--latency", str(latency)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    return process, int(process.stdout.readline())
+
+
+def run_fastai(urls: list[str], dest: Path) -> tuple[float, int]:
+    from fastai.vision.all import Path as FastPath
+    from fastai.vision.all import download_images, get_image_files, verify_images
+
+    started = time.perf_counter()
+    download_images(dest, urls=urls)
+    failed = verify_images(get_image_files(dest))
+    failed.map(FastPath.unlink)
+    seconds = time.perf_counter() - started
+    return seconds, len(get_image_files(dest))
+
+
+def run_winnow(urls: list[str], data_dir: Path) -> tuple[float, int, dict[str, object]]:
+    from api.config import Settings
+    from api.db import Base, make_engine, make_session_factory, transaction
+    from api.models import Project
+    from workers.harvest.urllist import import_urls_job
+    from workers.verify import verify_job
+
+    settings = Settings(data_dir=data_dir, secret_key="bench", fetch_allow="127.0.0.1")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    Base.metadata.create_all(engine)
+    with transaction(make_session_factory(engine)) as session:
+        project = Project(name="ingest bench")
+        session.add(project)
+        session.flush()
+        project_id = project.id
+    engine.dispose()
+    items = [{"url": url, "label": LABEL} for url in urls]
+
+    started = time.perf_counter()
+    imported = import_urls_job(job_context(settings, project_id, "import_urls", {"items": items}))
+    verified = verify_job(job_context(settings, project_id, "verify", {}))
+    seconds = time.perf_counter() - started
+    summary = {
+        "downloaded": imported["downloaded"],
+        "duplicates": imported["duplicates"],
+        "failed": imported["failed"],
+        "ok": verified["ok"],
+        "rejected_by_reason": verified["rejected_by_reason"],
+    }
+    return seconds, int(verified["ok"]), summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds per request")
+    parser.add_argument("--broken", type=float, default=0.05, help="share of broken files")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cache", type=Path, default=Path(tempfile.gettempdir()) / "winnow-bench-ingest"
+    )
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(_serve(args.serve, args.latency))
+        return
+
+    ensure_fastai()
+    folder = args.cache / f"n{args.images}-s{args.seed}-b{args.broken:g}"
+    print(f"generating {args.images} images in {folder} ...", flush=True)
+    generate(folder, args.images, args.seed, args.broken)
+    server, port = start_server(folder, args.latency)
+    work = Path(tempfile.mkdtemp(prefix="winnow-ingest-"))
+    try:
+        urls = [f"http://127.0.0.1:{port}/{i:05d}.jpg" for i in range(args.images)]
+        # Imported up front so that neither side's timing includes importing torch.
+        import fastai.vision.all  # noqa: F401
+
+        import workers.verify  # noqa: F401
+
+        fastai_s, fastai_kept = run_fastai(urls, work / "fastai")
+        anchor = len(urls) / fastai_s
+        print(
+            f"fastai: {fastai_s:.1f} s, {anchor:.0f} img/s, {fastai_kept} images kept", flush=True
+        )
+        winnow_s, winnow_kept, summary = run_winnow(urls, work / "winnow")
+        winnow = len(urls) / winnow_s
+        print(f"winnow: {winnow_s:.1f} s, {winnow:.0f} img/s, {winnow_kept} images ok, {summary}")
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"RESULT ingest winnow={winnow:.1f} anchor={anchor:.1f} unit=img/s "
+        f"ratio={winnow / anchor:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

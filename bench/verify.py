@@ -1,0 +1,158 @@
+"""Verification throughput: fastai's verify_images against Winnow's verify job.
+
+Both run on the same 2,000 generated files, on all CPUs this process may use. fastai opens
+each file and decodes it at 1/8 scale (its ``verify_images``). Winnow's job does more: a
+full decode under limits in isolated children, EXIF orientation, RGB conversion, a
+normalised copy and a thumbnail written to the store, a perceptual hash, database writes
+with label events and near-duplicate grouping. Each side runs twice; the best run counts.
+
+Run from the repository root: ``.venv/bin/python bench/verify.py [--files N]``.
+The last line is ``RESULT verify winnow=<img/s> anchor=<img/s> unit=img/s ratio=<w/a>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Longest sides of web images as search engines return them: mostly 600-2000 px.
+SIDES = (480, 640, 800, 1000, 1200, 1280, 1600, 1920, 2048, 2400)
+ASPECTS = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4, 2 / 3)
+
+
+def make_file(index: int) -> tuple[str, bytes]:
+    """One photo-like file: structure plus sensor-like noise, so JPEG sizes are realistic."""
+    rng = random.Random(index)
+    side, aspect = rng.choice(SIDES), rng.choice(ASPECTS)
+    size = (side, round(side / aspect)) if aspect >= 1 else (round(side * aspect), side)
+    x, y = rng.uniform(-2.0, 0.2), rng.uniform(-1.2, 0.4)
+    small = (max(8, size[0] // 8), max(8, size[1] // 8))
+    base = Image.effect_mandelbrot(small, (x, y, x + 0.8, y + 0.6), 48).convert("RGB")
+    image = Image.blend(base.resize(size, Image.Resampling.BICUBIC), _noise(size, rng), 0.2)
+    kind = rng.random()
+    buffer = io.BytesIO()
+    if kind < 0.85:
+        image.save(buffer, "JPEG", quality=rng.choice((75, 85, 92)))
+        name = f"{index:05d}.jpg"
+    elif kind < 0.95:
+        image.resize((size[0] // 2, size[1] // 2)).save(buffer, "PNG", compress_level=6)
+        name = f"{index:05d}.png"
+    else:
+        image.save(buffer, "WEBP", quality=80)
+        name = f"{index:05d}.webp"
+    data = buffer.getvalue()
+    if rng.random() < 0.02:
+        data = data[: len(data) // 2]  # a truncated download
+    return name, data
+
+
+def _noise(size: tuple[int, int], rng: random.Random) -> Image.Image:
+    channels = [Image.effect_noise(size, rng.uniform(20, 60)) for _ in range(3)]
+    return Image.merge("RGB", channels)
+
+
+def generate(folder: Path, count: int) -> list[Path]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor() as pool:
+        files = list(pool.map(make_file, range(count), chunksize=16))
+    paths = []
+    for name, data in files:
+        path = folder / name
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def ensure_fastai() -> None:
+    try:
+        import fastai  # noqa: F401
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "fastai"], check=True)
+
+
+def run_fastai(paths: list[Path]) -> tuple[float, int]:
+    from fastai.vision.utils import verify_images
+
+    started = time.perf_counter()
+    failed = verify_images(paths)
+    return time.perf_counter() - started, len(failed)
+
+
+def run_winnow(paths: list[Path], folder: Path) -> tuple[float, dict[str, object]]:
+    from api.config import Settings
+    from api.db import Base, make_engine, make_session_factory, transaction
+    from api.ingest import Provenance, add_image, class_by_name
+    from api.models import Job, Project
+    from api.store import ImageStore
+    from workers.runner import JobContext
+    from workers.verify import verify_job
+
+    settings = Settings(data_dir=folder, secret_key="bench")
+    folder.mkdir(parents=True)
+    engine = make_engine(settings.db_url)
+    Base.metadata.create_all(engine)
+    factory = make_session_factory(engine)
+    store = ImageStore(folder / "images")
+    with transaction(factory) as s:
+        project = Project(name="bench")
+        s.add(project)
+        s.flush()
+        label = class_by_name(s, project.id, "things", create=True)
+        for path in paths:
+            add_image(s, store, project.id, path.read_bytes(), label.id, Provenance(filename=path.name))
+        job = Job(project_id=project.id, kind="verify", params={})
+        s.add(job)
+        s.flush()
+        ctx = JobContext(job.id, project.id, {}, settings, store, factory)
+    started = time.perf_counter()
+    result = verify_job(ctx)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return seconds, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    ensure_fastai()
+    cpus = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory(prefix="winnow-bench-") as tmp:
+        folder = Path(tmp)
+        (folder / "files").mkdir()
+        started = time.perf_counter()
+        paths = generate(folder / "files", args.files)
+        megabytes = sum(p.stat().st_size for p in paths) / 1e6
+        print(f"{len(paths)} files, {megabytes:.0f} MB, generated in "
+              f"{time.perf_counter() - started:.1f} s; {cpus} CPUs")
+        anchor, winnow = 0.0, 0.0
+        for round_ in range(args.rounds):
+            seconds, failed = run_fastai(paths)
+            anchor = max(anchor, len(paths) / seconds)
+            print(f"fastai verify_images  round {round_ + 1}: {seconds:6.2f} s "
+                  f"{len(paths) / seconds:7.1f} img/s  failed={failed}")
+            seconds, result = run_winnow(paths, folder / f"winnow-{round_}")
+            winnow = max(winnow, len(paths) / seconds)
+            print(f"winnow verify_job     round {round_ + 1}: {seconds:6.2f} s "
+                  f"{len(paths) / seconds:7.1f} img/s  ok={result['ok']} "
+                  f"rejected={result['rejected_by_reason']} groups={result['duplicate_groups']}")
+    print(f"RESULT verify winnow={winnow:.1f} anchor={anchor:.1f} unit=img/s "
+          f"ratio={winnow / anchor:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -110,8 +110,13 @@ def cmd_createuser(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from api.demo import create_demo_project
+    from api.demo import create_demo_project, write_demo_zip
 
+    if args.zip:
+        with open(args.zip, "wb") as target:
+            count = write_demo_zip(target, per_class=args.per_class)
+        print(f"wrote {count} digit images in ImageFolder layout to {args.zip}")
+        return 0
     settings = get_settings()
     _migrate(settings)
     factory = make_session_factory(make_engine(settings.db_url))
@@ -154,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="create a project of handwritten digits (no internet)")
     demo.add_argument("--user", default="admin", help="owner of the project")
     demo.add_argument("--per-class", type=int, default=60)
+    demo.add_argument(
+        "--zip", metavar="PATH", help="write the images as an ImageFolder zip instead"
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

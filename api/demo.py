@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import io
 import random
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image as PILImage
@@ -34,16 +38,48 @@ def digit_png(pixels: np.ndarray, size: int = 64) -> bytes:
     return out.getvalue()
 
 
-def create_demo_project(
-    session: Session, settings: Settings, username: str, per_class: int = 60, seed: int = 0
-) -> tuple[int, int]:
+@dataclass(frozen=True)
+class DemoImage:
+    filename: str
+    digit: str
+    label: str
+    png: bytes
+
+
+def demo_images(per_class: int = 60, seed: int = 0) -> Iterator[DemoImage]:
+    """Up to per_class digits of each kind; about 3% carry a wrong label on purpose."""
     from sklearn.datasets import load_digits
 
+    digits = load_digits()
+    rng = random.Random(seed)
+    taken = dict.fromkeys(range(10), 0)
+    for index, (pixels, target) in enumerate(zip(digits.data, digits.target, strict=True)):
+        digit = int(target)
+        if taken[digit] >= per_class:
+            continue
+        taken[digit] += 1
+        label = digit
+        if rng.random() < WRONG_LABEL_RATE:
+            label = rng.choice([d for d in range(10) if d != digit])
+        yield DemoImage(f"digit-{index:04d}.png", NAMES[digit], NAMES[label], digit_png(pixels))
+
+
+def write_demo_zip(target: BinaryIO, per_class: int = 60) -> int:
+    """The demo as a zip in ImageFolder layout (digits/<label>/<file>.png), for importing."""
+    count = 0
+    with zipfile.ZipFile(target, "w") as archive:
+        for image in demo_images(per_class):
+            archive.writestr(f"digits/{image.label}/{image.filename}", image.png)
+            count += 1
+    return count
+
+
+def create_demo_project(
+    session: Session, settings: Settings, username: str, per_class: int = 60
+) -> tuple[int, int]:
     owner = session.scalar(select(User).where(User.username == username))
     if owner is None:
         raise LookupError(f"no user {username!r}; run `winnow createuser {username}` first")
-    digits = load_digits()
-    rng = random.Random(seed)
     project = create_project(
         session,
         ProjectIn(
@@ -58,17 +94,9 @@ def create_demo_project(
     )
     class_ids = {c.name: c.id for c in project.classes}
     store = ImageStore(settings.data_dir / "images")
-    taken = dict.fromkeys(range(10), 0)
     count = 0
-    for index, (pixels, target) in enumerate(zip(digits.data, digits.target, strict=True)):
-        digit = int(target)
-        if taken[digit] >= per_class:
-            continue
-        taken[digit] += 1
-        label = digit
-        if rng.random() < WRONG_LABEL_RATE:
-            label = rng.choice([d for d in range(10) if d != digit])
-        prov = Provenance(source="demo", filename=f"digit-{index:04d}.png", title=NAMES[digit])
-        add_image(session, store, project.id, digit_png(pixels), class_ids[NAMES[label]], prov)
+    for image in demo_images(per_class):
+        prov = Provenance(source="demo", filename=image.filename, title=image.digit)
+        add_image(session, store, project.id, image.png, class_ids[image.label], prov)
         count += 1
     return project.id, count

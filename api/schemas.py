@@ -44,6 +44,10 @@ class TokenIn(BaseModel):
     name: str = Field(default="api", min_length=1, max_length=100)
 
 
+class TokenLogin(LoginIn):
+    name: str = Field(default="api", min_length=1, max_length=100)
+
+
 class TokenOut(_Out):
     id: int
     name: str

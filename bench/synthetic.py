@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 from api.config import Settings  # noqa: E402
 from api.db import Base, make_engine, make_session_factory, transaction  # noqa: E402
 from api.ingest import Provenance, add_image, class_by_name  # noqa: E402
-from api.models import Job, ImageState, Project  # noqa: E402
+from api.models import ImageState, Job, Project  # noqa: E402
 from api.store import ImageStore  # noqa: E402
 from workers.runner import JobContext  # noqa: E402
 

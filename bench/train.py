@@ -96,10 +96,10 @@ def run_fastai(args: argparse.Namespace) -> dict[str, Any]:
 def run_winnow(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from sqlalchemy.orm import Session
+    from synthetic import job_context, winnow_project
 
     from api.db import make_engine
     from api.models import ModelVersion
-    from synthetic import job_context, winnow_project
     from workers.train import train_job
 
     torch.set_num_threads(args.threads)

@@ -33,14 +33,13 @@ ASPECTS = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4, 2 / 3)
 
 
 def make_file(index: int) -> tuple[str, bytes]:
-    """One photo-like file: structure plus sensor-like noise, so JPEG sizes are realistic."""
+    """One photo-like file: smooth structure plus grain, so JPEG sizes are realistic."""
     rng = random.Random(index)
     side, aspect = rng.choice(SIDES), rng.choice(ASPECTS)
     size = (side, round(side / aspect)) if aspect >= 1 else (round(side * aspect), side)
-    x, y = rng.uniform(-2.0, 0.2), rng.uniform(-1.2, 0.4)
-    small = (max(8, size[0] // 8), max(8, size[1] // 8))
-    base = Image.effect_mandelbrot(small, (x, y, x + 0.8, y + 0.6), 48).convert("RGB")
-    image = Image.blend(base.resize(size, Image.Resampling.BICUBIC), _noise(size, rng), 0.2)
+    # A tiny random picture blown up: every file distinct in structure (and in pHash).
+    blobs = Image.frombytes("RGB", (8, 6), rng.randbytes(8 * 6 * 3))
+    image = Image.blend(blobs.resize(size, Image.Resampling.BICUBIC), _grain(size, rng), 0.12)
     kind = rng.random()
     buffer = io.BytesIO()
     if kind < 0.85:
@@ -58,22 +57,29 @@ def make_file(index: int) -> tuple[str, bytes]:
     return name, data
 
 
-def _noise(size: tuple[int, int], rng: random.Random) -> Image.Image:
-    channels = [Image.effect_noise(size, rng.uniform(20, 60)) for _ in range(3)]
-    return Image.merge("RGB", channels)
+_GRAIN: list[Image.Image] = []
+
+
+def _grain(size: tuple[int, int], rng: random.Random) -> Image.Image:
+    if not _GRAIN:
+        side = max(SIDES)
+        _GRAIN.append(Image.merge("RGB", [Image.effect_noise((side, side), 40) for _ in "RGB"]))
+    x, y = rng.randrange(max(SIDES) - size[0] + 1), rng.randrange(max(SIDES) - size[1] + 1)
+    return _GRAIN[0].crop((x, y, x + size[0], y + size[1]))
 
 
 def generate(folder: Path, count: int) -> list[Path]:
+    """The corpus in ``folder``; files already there (same names, same seeds) are kept."""
     from concurrent.futures import ProcessPoolExecutor
 
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = {p.stem: p for p in folder.iterdir()}
+    missing = [i for i in range(count) if f"{i:05d}" not in existing]
     with ProcessPoolExecutor() as pool:
-        files = list(pool.map(make_file, range(count), chunksize=16))
-    paths = []
-    for name, data in files:
-        path = folder / name
-        path.write_bytes(data)
-        paths.append(path)
-    return paths
+        for name, data in pool.map(make_file, missing, chunksize=16):
+            (folder / name).write_bytes(data)
+            existing[name.split(".")[0]] = folder / name
+    return [existing[f"{i:05d}"] for i in range(count)]
 
 
 def ensure_fastai() -> None:
@@ -112,7 +118,9 @@ def run_winnow(paths: list[Path], folder: Path) -> tuple[float, dict[str, object
         s.flush()
         label = class_by_name(s, project.id, "things", create=True)
         for path in paths:
-            add_image(s, store, project.id, path.read_bytes(), label.id, Provenance(filename=path.name))
+            add_image(
+                s, store, project.id, path.read_bytes(), label.id, Provenance(filename=path.name)
+            )
         job = Job(project_id=project.id, kind="verify", params={})
         s.add(job)
         s.flush()
@@ -128,30 +136,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--corpus", type=Path, help="Keep the generated files here for reruns.")
     args = parser.parse_args()
     ensure_fastai()
     cpus = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory(prefix="winnow-bench-") as tmp:
         folder = Path(tmp)
-        (folder / "files").mkdir()
         started = time.perf_counter()
-        paths = generate(folder / "files", args.files)
+        paths = generate(args.corpus or folder / "files", args.files)
         megabytes = sum(p.stat().st_size for p in paths) / 1e6
-        print(f"{len(paths)} files, {megabytes:.0f} MB, generated in "
-              f"{time.perf_counter() - started:.1f} s; {cpus} CPUs")
+        print(
+            f"{len(paths)} files, {megabytes:.0f} MB, generated in "
+            f"{time.perf_counter() - started:.1f} s; {cpus} CPUs"
+        )
         anchor, winnow = 0.0, 0.0
         for round_ in range(args.rounds):
             seconds, failed = run_fastai(paths)
             anchor = max(anchor, len(paths) / seconds)
-            print(f"fastai verify_images  round {round_ + 1}: {seconds:6.2f} s "
-                  f"{len(paths) / seconds:7.1f} img/s  failed={failed}")
+            print(
+                f"fastai verify_images  round {round_ + 1}: {seconds:6.2f} s "
+                f"{len(paths) / seconds:7.1f} img/s  failed={failed}"
+            )
             seconds, result = run_winnow(paths, folder / f"winnow-{round_}")
             winnow = max(winnow, len(paths) / seconds)
-            print(f"winnow verify_job     round {round_ + 1}: {seconds:6.2f} s "
-                  f"{len(paths) / seconds:7.1f} img/s  ok={result['ok']} "
-                  f"rejected={result['rejected_by_reason']} groups={result['duplicate_groups']}")
-    print(f"RESULT verify winnow={winnow:.1f} anchor={anchor:.1f} unit=img/s "
-          f"ratio={winnow / anchor:.2f}")
+            print(
+                f"winnow verify_job     round {round_ + 1}: {seconds:6.2f} s "
+                f"{len(paths) / seconds:7.1f} img/s  ok={result['ok']} "
+                f"rejected={result['rejected_by_reason']} groups={result['duplicate_groups']}"
+            )
+    print(
+        f"RESULT verify winnow={winnow:.1f} anchor={anchor:.1f} unit=img/s "
+        f"ratio={winnow / anchor:.2f}"
+    )
 
 
 if __name__ == "__main__":

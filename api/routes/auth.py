@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from api import users
 from api.deps import AdminUser, CurrentUser, DbSession
 from api.models import ApiToken, User
-from api.schemas import LoginIn, TokenCreated, TokenIn, TokenOut, UserIn, UserOut
+from api.schemas import LoginIn, TokenCreated, TokenIn, TokenLogin, TokenOut, UserIn, UserOut
 from api.security import (
     SESSION_COOKIE,
     SESSION_MAX_AGE,
@@ -38,6 +39,15 @@ def login(body: LoginIn, request: Request, response: Response, session: DbSessio
         secure=request.url.scheme == "https",
     )
     return user
+
+
+@router.post("/auth/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
+def token_for_password(body: TokenLogin, session: DbSession) -> TokenCreated:
+    """Make a personal API token from a username and password (for scripts and curl)."""
+    user = authenticate(session, body.username, body.password)
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+    return _new_token(session, user, body.name)
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
@@ -72,10 +82,12 @@ def list_tokens(session: DbSession, user: CurrentUser) -> list[ApiToken]:
 
 @router.post("/users/me/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
 def create_token(body: TokenIn, session: DbSession, user: CurrentUser) -> TokenCreated:
+    return _new_token(session, user, body.name)
+
+
+def _new_token(session: Session, user: User, name: str) -> TokenCreated:
     token = new_api_token()
-    row = ApiToken(
-        user_id=user.id, name=body.name, token_hash=token_digest(token), prefix=token[:10]
-    )
+    row = ApiToken(user_id=user.id, name=name, token_hash=token_digest(token), prefix=token[:10])
     session.add(row)
     session.flush()
     return TokenCreated(

@@ -121,8 +121,10 @@
     if (key === "d" || key === "Delete") ok = await change(tile, { action: "delete" });
     else if (key === "k") ok = await change(tile, { action: "keep" });
     else if (key === "r") ok = await change(tile, { action: "restore" });
-    else if (/^[1-9]$/.test(key) && classes[Number(key) - 1] !== undefined) {
-      ok = await change(tile, { action: "relabel", label: classes[Number(key) - 1] });
+    else if (/^[0-9]$/.test(key)) {
+      // 1..9 are the first nine classes, 0 the tenth (as on a keyboard's number row).
+      const name = classes[key === "0" ? 9 : Number(key) - 1];
+      if (name !== undefined) ok = await change(tile, { action: "relabel", label: name });
     }
     if (ok) select(current + 1);
   });

@@ -15,9 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim import AdamW
 
-from workers.training.fit import BETAS, Progress
+from workers.training.fit import Progress, adamw
 
 SMOOTHING = 0.98
 # The sweep stops once the smoothed loss is this many times its minimum.
@@ -111,9 +110,7 @@ def lr_find_head(
 ) -> LrCurve:
     """Sweep on a copy of the head over cached body features; ``layer`` is left untouched."""
     probe = copy.deepcopy(layer).train()
-    optimizer = AdamW(
-        probe.parameters(), lr=start_lr, betas=BETAS, eps=1e-5, weight_decay=weight_decay
-    )
+    optimizer = adamw(probe.parameters(), start_lr, weight_decay)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     batch = min(batch_size, len(features))
     order: list[int] = []

@@ -1,0 +1,94 @@
+"""The dataset from the database: which images, which classes, a split that stays put."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.config import Settings
+from api.db import transaction
+from api.models import Image, ImageState
+from api.predict import prepare
+from api.store import ImageStore
+from workers.training.data import ImageCache, ImageDataset, in_validation, load_split
+
+
+def _split(factory: sessionmaker[Session], settings: Settings, project_id: int, seed: int = 42):
+    with transaction(factory) as s:
+        return load_split(s, project_id, ImageStore(settings.data_dir / "images"), 0.2, seed)
+
+
+def test_only_ok_labelled_images_and_classes_by_id(
+    images: Callable[..., list[int]],
+    factory: sessionmaker[Session],
+    settings: Settings,
+    project_id: int,
+) -> None:
+    ok = images(per_class=6, classes=("grizzly", "black"))
+    images(per_class=2, classes=("grizzly",), seed=1, state=ImageState.rejected)
+    images(per_class=2, classes=("black",), seed=2, state=ImageState.pending)
+    deleted = images(per_class=2, classes=("teddy",), seed=3, state=ImageState.deleted)
+    with transaction(factory) as s:
+        unlabelled = s.get(Image, ok[0])
+        assert unlabelled is not None
+        unlabelled.label_id = None
+    split = _split(factory, settings, project_id)
+    used = {x.image_id for x in split.train + split.valid}
+    assert used == set(ok[1:])
+    # "teddy" has only a deleted image: it is not a class of this dataset.
+    assert split.classes == ["grizzly", "black"]
+    assert not used & set(deleted)
+
+
+def test_split_is_stable_when_data_changes(
+    images: Callable[..., list[int]],
+    factory: sessionmaker[Session],
+    settings: Settings,
+    project_id: int,
+) -> None:
+    images(per_class=30)
+    before = _split(factory, settings, project_id)
+    assert 0.05 < len(before.valid) / (len(before.train) + len(before.valid)) < 0.4
+    # Clean: delete a few images and relabel one; then more images arrive.
+    with transaction(factory) as s:
+        rows = s.scalars(select(Image).order_by(Image.id)).all()
+        for image in rows[:5]:
+            image.state = ImageState.deleted
+        rows[10].label_id = rows[-1].label_id
+        gone = {image.id for image in rows[:5]}
+    images(per_class=10, seed=7)
+    after = _split(factory, settings, project_id)
+    valid_before = {x.image_id for x in before.valid} - gone
+    valid_after = {x.image_id for x in after.valid}
+    assert valid_before <= valid_after
+    assert not {x.image_id for x in before.train} & valid_after
+    # Another seed is another split.
+    other = _split(factory, settings, project_id, seed=7)
+    assert {x.image_id for x in other.valid} != valid_after
+    assert before.version != after.version
+
+
+def test_in_validation_fraction() -> None:
+    hits = sum(in_validation(42, f"{n:064x}", 0.2) for n in range(5000))
+    assert 900 < hits < 1100
+
+
+def test_validation_input_is_what_predict_prepares(
+    images: Callable[..., list[int]],
+    factory: sessionmaker[Session],
+    settings: Settings,
+    project_id: int,
+) -> None:
+    images(per_class=5)
+    split = _split(factory, settings, project_id)
+    samples = split.train + split.valid
+    dataset = ImageDataset(samples, ImageCache(24), None)
+    tensor, label = dataset[0]
+    expected = prepare(samples[0].path.read_bytes(), 24)
+    assert tensor.shape == (3, 24, 24) and label == samples[0].label
+    np.testing.assert_allclose(tensor.numpy(), expected, atol=1e-5)
+    assert tensor.dtype == torch.float32

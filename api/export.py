@@ -6,7 +6,7 @@ import csv
 import io
 import zipfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -42,7 +42,7 @@ def cleaned_csv(session: Session, project_id: int) -> str:
 
 
 def write_imagefolder_zip(
-    session: Session, project_id: int, store: ImageStore, target: BinaryIO
+    session: Session, project_id: int, store: ImageStore, target: IO[bytes]
 ) -> int:
     """Write <class>/<name>.jpg for every cleaned image plus cleaned.csv; return the count."""
     count = 0

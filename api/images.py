@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import ColumnElement
 
 from api.models import Image, ImageClass, ImageScore, ImageState, ModelVersion
 from api.schemas import ImageOut
@@ -53,7 +54,7 @@ def list_images(
             flt.method = flt.method or found[1]
     label = aliased(ImageClass)
     predicted = aliased(ImageClass)
-    stmt: Select[tuple[Image, str | None, float | None, str | None, float | None]] = (
+    stmt = (
         select(Image, label.name, ImageScore.loss, predicted.name, ImageScore.probability)
         .outerjoin(label, label.id == Image.label_id)
         # With no model chosen the score join matches nothing and the score columns are null.
@@ -75,15 +76,17 @@ def list_images(
     if flt.unlabelled:
         stmt = stmt.where(Image.label_id.is_(None))
     if flt.duplicates:
-        stmt = stmt.where(Image.duplicate_of_id.is_not(None))
+        stmt = stmt.where(
+            or_(Image.duplicate_of_id.is_not(None), cast(Image.other_label_ids, String) != "[]")
+        )
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    order = {
-        "id": [Image.id],
-        "-id": [Image.id.desc()],
-        "loss": [ImageScore.loss.is_(None), ImageScore.loss, Image.id],
-        "-loss": [ImageScore.loss.is_(None), ImageScore.loss.desc(), Image.id],
-    }[sort]
-    rows = session.execute(stmt.order_by(*order).limit(limit).offset(offset)).tuples()
+    order: dict[str, tuple[ColumnElement[Any], ...]] = {
+        "id": (Image.id.asc(),),
+        "-id": (Image.id.desc(),),
+        "loss": (ImageScore.loss.is_(None), ImageScore.loss.asc(), Image.id.asc()),
+        "-loss": (ImageScore.loss.is_(None), ImageScore.loss.desc(), Image.id.asc()),
+    }
+    rows = session.execute(stmt.order_by(*order[sort]).limit(limit).offset(offset)).tuples()
     items = []
     for image, label_name, loss, pred_name, prob in rows:
         out = ImageOut.model_validate(image)

@@ -54,7 +54,8 @@ def add_image(
     """Store the bytes and return (image, created).
 
     An exact duplicate (same SHA-256 in the project) is not stored twice: its
-    ``seen_count`` goes up and the first provenance is kept. Safe to repeat.
+    ``seen_count`` goes up and the first provenance is kept; a different class it arrives
+    under is kept in ``other_label_ids`` for a reviewer to settle. Safe to repeat.
     """
     sha = store.put(data)
     existing = session.scalar(
@@ -62,6 +63,9 @@ def add_image(
     )
     if existing is not None:
         existing.seen_count += 1
+        claims = existing.other_label_ids or []
+        if label_id is not None and label_id != existing.label_id and label_id not in claims:
+            existing.other_label_ids = [*claims, label_id]
         return existing, False
     fields = {k: v for k, v in vars(provenance).items() if k != "extra"}
     image = Image(

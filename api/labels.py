@@ -95,6 +95,10 @@ def apply_change(
     """
     if expected_version is not None and image.version != expected_version:
         raise StaleVersion(image)
+    if change.action in ("relabel", "keep"):
+        # A person settling the label also settles a conflict between classes the same
+        # file arrived under.
+        image.other_label_ids = []
     if change.action == "relabel":
         if change.label_id is None:
             raise InvalidChange("relabel needs a label")

@@ -171,6 +171,9 @@ class Image(Base):
     )
     # How many times this exact file arrived (harvests, uploads); stored once.
     seen_count: Mapped[int] = mapped_column(Integer, default=1)
+    # Other classes this exact file was also filed under (the same bytes in two class
+    # folders or two searches): a conflict for a reviewer, not a silent first-wins.
+    other_label_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
 
     # Provenance
     source: Mapped[str] = mapped_column(String(32), default="upload")

@@ -30,8 +30,15 @@ class ImportUrlsParams(_Params):
     items: list[UrlItem] = Field(min_length=1, max_length=100_000)
 
 
+Engine = Literal["bing", "duckduckgo"]
+
+
+def _default_engines() -> list[Engine]:
+    return ["bing"]
+
+
 class HarvestParams(_Params):
-    engines: list[Literal["bing", "duckduckgo"]] = Field(default_factory=lambda: ["bing"])
+    engines: list[Engine] = Field(default_factory=_default_engines)
     class_ids: list[int] | None = Field(
         default=None, description="Classes to harvest; all classes with queries when omitted."
     )

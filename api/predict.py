@@ -27,12 +27,14 @@ def decode_rgb(source: bytes | Path, short_side: int) -> np.ndarray:
         # draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is small.
         opened.draft("RGB", (short_side, short_side))
         image = ImageOps.exif_transpose(opened).convert("RGB")
+    return np.array(resize_short(image, short_side), dtype=np.uint8)
+
+
+def resize_short(image: Image.Image, short_side: int) -> Image.Image:
     width, height = image.size
     scale = short_side / min(width, height)
     size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
-    if size != image.size:
-        image = image.resize(size, Image.Resampling.BILINEAR)
-    return np.array(image, dtype=np.uint8)
+    return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR)
 
 
 def center_crop(array: np.ndarray, size: int) -> np.ndarray:

@@ -129,6 +129,9 @@ class ImageOut(_Out):
     file_size: int
     duplicate_of_id: int | None
     seen_count: int
+    other_label_ids: list[int] = Field(
+        default_factory=list, description="Other classes the same file was filed under."
+    )
     source: str
     engine: str | None
     query: str | None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from api.models import Image, ImageClass, ImageState
@@ -38,6 +38,9 @@ class DuplicateMember(BaseModel):
     label: str | None
     state: ImageState
     phash: str | None
+    other_label_ids: list[int] = Field(
+        default_factory=list, description="Other classes this exact file was filed under."
+    )
 
 
 class DuplicateGroup(BaseModel):
@@ -94,14 +97,20 @@ def class_stats(session: Session, project_id: int) -> list[ClassStats]:
 def duplicate_groups(
     session: Session, project_id: int, cross_class_only: bool = False
 ) -> list[DuplicateGroup]:
-    """Groups of near-duplicates (first image and those pointing at it), oldest first."""
+    """Groups of near-duplicates (first image and those pointing at it), oldest first.
+
+    An exact file that arrived under two classes is a group too, of one image.
+    """
     later = aliased(Image)
     linked = (
         select(later.duplicate_of_id)
         .where(later.project_id == project_id, later.duplicate_of_id.is_not(None))
         .distinct()
     )
-    firsts = set(session.scalars(linked))
+    claimed = select(Image.id).where(
+        Image.project_id == project_id, cast(Image.other_label_ids, String) != "[]"
+    )
+    firsts = set(session.scalars(linked)) | set(session.scalars(claimed))
     if not firsts:
         return []
     rows = session.execute(
@@ -124,11 +133,15 @@ def duplicate_groups(
                 label=label,
                 state=image.state,
                 phash=image.phash,
+                other_label_ids=list(image.other_label_ids or []),
             )
         )
     groups = []
     for first in sorted(members):
         group = members[first]
-        labels = {m.label_id for m in group if m.state != ImageState.deleted and m.label_id}
+        live = [m for m in group if m.state != ImageState.deleted]
+        labels = {m.label_id for m in live if m.label_id} | {
+            claim for m in live for claim in m.other_label_ids
+        }
         groups.append(DuplicateGroup(first_id=first, cross_class=len(labels) > 1, members=group))
     return [g for g in groups if g.cross_class or not cross_class_only]

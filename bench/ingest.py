@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import random
 import shutil
@@ -27,7 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -84,7 +87,7 @@ def generate(folder: Path, count: int, seed: int, broken: float) -> None:
     done.touch()
 
 
-async def _serve(folder: Path, latency: float) -> None:
+async def _serve(folder: Path, latency: float, hosts: int) -> None:
     files = {f"/{p.name}": p.read_bytes() for p in folder.glob("*.jpg")}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -114,39 +117,66 @@ async def _serve(folder: Path, latency: float) -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
+    servers = [
+        await asyncio.start_server(handle, f"127.0.0.{n}", 0, backlog=1024)
+        for n in range(1, hosts + 1)
+    ]
+    addresses = (srv.sockets[0].getsockname() for srv in servers)
+    print(" ".join(f"{host}:{port}" for host, port in addresses), flush=True)
+    await asyncio.gather(*(srv.serve_forever() for srv in servers))
 
 
-def start_server(folder: Path, latency: float) -> tuple[subprocess.Popen[str], int]:
+def start_server(
+    folder: Path, latency: float, hosts: int
+) -> tuple[subprocess.Popen[str], list[str]]:
     command = [sys.executable, __file__, "--serve", str(folder), "--latency", str(latency)]
+    command += ["--hosts", str(hosts)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
-    return process, int(process.stdout.readline())
+    return process, process.stdout.readline().split()
 
 
-def run_fastai(urls: list[str], dest: Path) -> tuple[float, int]:
-    from fastai.vision.all import Path as FastPath
+@dataclass
+class Run:
+    download_s: float
+    verify_s: float
+    kept: int
+    notes: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return self.download_s + self.verify_s
+
+    def line(self, name: str, urls: int) -> str:
+        return (
+            f"{name}: {urls / self.seconds:.0f} img/s ({self.download_s:.1f} s download + "
+            f"{self.verify_s:.1f} s verify), {self.kept} images kept {self.notes}"
+        )
+
+
+def run_fastai(urls: list[str], dest: Path) -> Run:
     from fastai.vision.all import download_images, get_image_files, verify_images
 
-    started = time.perf_counter()
-    download_images(dest, urls=urls)
-    failed = verify_images(get_image_files(dest))
-    failed.map(FastPath.unlink)
-    seconds = time.perf_counter() - started
-    return seconds, len(get_image_files(dest))
+    # fastprogress draws a bar on stdout; the timing does not need it.
+    with contextlib.redirect_stdout(io.StringIO()):
+        started = time.perf_counter()
+        download_images(dest, urls=urls)
+        downloaded = time.perf_counter()
+        failed = verify_images(get_image_files(dest))
+        failed.map(Path.unlink)
+        verified = time.perf_counter()
+    return Run(downloaded - started, verified - downloaded, len(get_image_files(dest)))
 
 
-def run_winnow(urls: list[str], data_dir: Path) -> tuple[float, int, dict[str, object]]:
+def run_winnow(urls: list[str], data_dir: Path) -> Run:
     from api.config import Settings
     from api.db import Base, make_engine, make_session_factory, transaction
     from api.models import Project
     from workers.harvest.urllist import import_urls_job
     from workers.verify import verify_job
 
-    settings = Settings(data_dir=data_dir, secret_key="bench", fetch_allow="127.0.0.1")
+    # The bench server listens on several loopback addresses, as images come from many hosts.
+    settings = Settings(data_dir=data_dir, secret_key="bench", fetch_allow="127.0.0.0/8")
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     Base.metadata.create_all(engine)
@@ -160,16 +190,14 @@ def run_winnow(urls: list[str], data_dir: Path) -> tuple[float, int, dict[str, o
 
     started = time.perf_counter()
     imported = import_urls_job(job_context(settings, project_id, "import_urls", {"items": items}))
+    downloaded = time.perf_counter()
     verified = verify_job(job_context(settings, project_id, "verify", {}))
-    seconds = time.perf_counter() - started
-    summary = {
-        "downloaded": imported["downloaded"],
-        "duplicates": imported["duplicates"],
-        "failed": imported["failed"],
-        "ok": verified["ok"],
-        "rejected_by_reason": verified["rejected_by_reason"],
-    }
-    return seconds, int(verified["ok"]), summary
+    done = time.perf_counter()
+    notes = (
+        f"(import: {imported['downloaded']} stored, {imported['failures_by_reason']}; "
+        f"verify rejected: {verified['rejected_by_reason']})"
+    )
+    return Run(downloaded - started, done - downloaded, int(verified["ok"]), notes)
 
 
 def main() -> None:
@@ -177,6 +205,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=0.02, help="seconds per request")
     parser.add_argument("--broken", type=float, default=0.05, help="share of broken files")
+    parser.add_argument("--hosts", type=int, default=16, help="loopback addresses serving")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--cache", type=Path, default=Path(tempfile.gettempdir()) / "winnow-bench-ingest"
@@ -184,34 +213,34 @@ def main() -> None:
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(_serve(args.serve, args.latency))
+        asyncio.run(_serve(args.serve, args.latency, args.hosts))
         return
 
     ensure_fastai()
+    # torch and fastai warn about their own deprecations on import; not this bench's business.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     folder = args.cache / f"n{args.images}-s{args.seed}-b{args.broken:g}"
     print(f"generating {args.images} images in {folder} ...", flush=True)
     generate(folder, args.images, args.seed, args.broken)
-    server, port = start_server(folder, args.latency)
+    server, hosts = start_server(folder, args.latency, args.hosts)
     work = Path(tempfile.mkdtemp(prefix="winnow-ingest-"))
     try:
-        urls = [f"http://127.0.0.1:{port}/{i:05d}.jpg" for i in range(args.images)]
+        urls = [f"http://{hosts[i % len(hosts)]}/{i:05d}.jpg" for i in range(args.images)]
         # Imported up front so that neither side's timing includes importing torch.
         import fastai.vision.all  # noqa: F401
 
         import workers.verify  # noqa: F401
 
-        fastai_s, fastai_kept = run_fastai(urls, work / "fastai")
-        anchor = len(urls) / fastai_s
-        print(
-            f"fastai: {fastai_s:.1f} s, {anchor:.0f} img/s, {fastai_kept} images kept", flush=True
-        )
-        winnow_s, winnow_kept, summary = run_winnow(urls, work / "winnow")
-        winnow = len(urls) / winnow_s
-        print(f"winnow: {winnow_s:.1f} s, {winnow:.0f} img/s, {winnow_kept} images ok, {summary}")
+        theirs = run_fastai(urls, work / "fastai")
+        print(theirs.line("fastai", len(urls)), flush=True)
+        ours = run_winnow(urls, work / "winnow")
+        print(ours.line("winnow", len(urls)), flush=True)
     finally:
         server.terminate()
         server.wait()
         shutil.rmtree(work, ignore_errors=True)
+    winnow, anchor = len(urls) / ours.seconds, len(urls) / theirs.seconds
     print(
         f"RESULT ingest winnow={winnow:.1f} anchor={anchor:.1f} unit=img/s "
         f"ratio={winnow / anchor:.2f}"

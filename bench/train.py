@@ -66,7 +66,7 @@ def run_fastai(args: argparse.Namespace) -> dict[str, Any]:
 
     def is_valid(path: Path) -> bool:
         sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        return in_validation(42, sha, 0.2)
+        return in_validation(args.seed, sha, 0.2)
 
     block = DataBlock(
         blocks=(ImageBlock, CategoryBlock),
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--bs", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=4e-3)
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--one", choices=["fastai", "winnow"])

@@ -5,6 +5,8 @@ each file and decodes it at 1/8 scale (its ``verify_images``). Winnow's job does
 full decode under limits in isolated children, EXIF orientation, RGB conversion, a
 normalised copy and a thumbnail written to the store, a perceptual hash, database writes
 with label events and near-duplicate grouping. Each side runs twice; the best run counts.
+For context it also times fastai's ``resize_images(max_size=512)``, the lesson's step that
+normalises a download folder (a decode at 1/8, a full decode, a resize and a save per file).
 
 Run from the repository root: ``.venv/bin/python bench/verify.py [--files N]``.
 The last line is ``RESULT verify winnow=<img/s> anchor=<img/s> unit=img/s ratio=<w/a>``.
@@ -97,6 +99,15 @@ def run_fastai(paths: list[Path]) -> tuple[float, int]:
     return time.perf_counter() - started, len(failed)
 
 
+def run_fastai_resize(paths: list[Path], dest: Path) -> float:
+    """The lesson's normalising step: verify, decode, resize to 512 and save each file."""
+    from fastai.vision.utils import resize_images
+
+    started = time.perf_counter()
+    resize_images(paths[0].parent, max_size=512, dest=dest)
+    return time.perf_counter() - started
+
+
 def run_winnow(paths: list[Path], folder: Path) -> tuple[float, dict[str, object]]:
     from api.config import Settings
     from api.db import Base, make_engine, make_session_factory, transaction
@@ -164,6 +175,11 @@ def main() -> None:
                 f"{len(paths) / seconds:7.1f} img/s  ok={result['ok']} "
                 f"rejected={result['rejected_by_reason']} groups={result['duplicate_groups']}"
             )
+        seconds = run_fastai_resize(paths, folder / "resized")
+        print(
+            f"for context, fastai resize_images(max_size=512): {seconds:6.2f} s "
+            f"{len(paths) / seconds:7.1f} img/s; winnow/that={winnow * seconds / len(paths):.2f}"
+        )
     print(
         f"RESULT verify winnow={winnow:.1f} anchor={anchor:.1f} unit=img/s "
         f"ratio={winnow / anchor:.2f}"

@@ -156,3 +156,41 @@ def test_unknown_label_is_a_clear_error(seeded: tuple[TestClient, int, list[int]
         f"/api/projects/{pid}/images/{ids[0]}", json={"version": 1, "label": "purple"}, headers=h
     )
     assert response.status_code == 422 and "purple" in response.json()["detail"]
+
+
+def test_same_file_under_two_classes_is_a_review_item(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, secret_key="k")
+    upgrade(settings.db_url)
+    factory = make_session_factory(make_engine(settings.db_url))
+    store = ImageStore(tmp_path / "images")
+    data = picture("blue", 1)
+    with transaction(factory) as s:
+        user = create_user(s, "ann", "ann-password")
+        project = create_project(
+            s, ProjectIn(name="p", classes=[ClassIn(name="red"), ClassIn(name="blue")]), user.id
+        )
+        red, blue = (c.id for c in project.classes)
+        first, created = add_image(s, store, project.id, data, red, Provenance())
+        again, created_again = add_image(s, store, project.id, data, blue, Provenance())
+        assert created and not created_again and again.id == first.id
+        assert (again.label_id, again.other_label_ids, again.seen_count) == (red, [blue], 2)
+        first.state = ImageState.ok
+        pid, image_id = project.id, first.id
+    with TestClient(create_app(settings)) as client:
+        h = _auth(client, "ann")
+        groups = client.get(f"/api/projects/{pid}/duplicates?cross_class=true", headers=h).json()
+        assert [g["first_id"] for g in groups] == [image_id]
+        listed = client.get(f"/api/projects/{pid}/images?state=duplicates", headers=h)
+        assert listed.status_code == 422  # "duplicates" is a filter of its own, not a state
+        dups = client.get(f"/api/projects/{pid}/images?duplicates=true", headers=h).json()
+        assert [i["id"] for i in dups["items"]] == [image_id]
+        version = dups["items"][0]["version"]
+        # Settling the label settles the conflict.
+        client.patch(
+            f"/api/projects/{pid}/images/{image_id}",
+            json={"version": version, "label": "blue"},
+            headers=h,
+        )
+        assert (
+            client.get(f"/api/projects/{pid}/duplicates?cross_class=true", headers=h).json() == []
+        )

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from collections.abc import Callable
 
+import billiard
 import pytest
 from PIL import Image as PILImage
 from PIL import PngImagePlugin
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.config import Settings
 from api.db import transaction
 from api.ingest import Provenance, add_image, class_by_name
-from api.models import Image, ImageState, Job, LabelEvent
+from api.models import Image, ImageState, LabelEvent
 from api.stats import class_stats, duplicate_groups
-from api.store import ImageStore
+from api.store import ImageStore, Variant
 from tests.test_decode import encode, hostile_corpus, photo
 from tests.test_dedupe import scene
 from workers.decode import DecodeLimits, Reason
@@ -73,7 +75,8 @@ def test_every_hostile_file_gets_its_outcome_and_nothing_is_lost(
         elif case.reason is None:
             assert image.state is ImageState.ok, case.name
             assert image.phash and image.width and image.format
-            for variant, side in (("normal", 512), ("thumb", 160)):
+            sides: tuple[tuple[Variant, int], ...] = (("normal", 512), ("thumb", 160))
+            for variant, side in sides:
                 with PILImage.open(ctx.store.path(image.sha256, variant)) as derived:
                     assert derived.format == "JPEG" and derived.mode == "RGB"
                     assert max(derived.size) <= side
@@ -182,15 +185,30 @@ def test_recheck_keeps_a_reviewer_restore(
         assert len(s.scalars(select(LabelEvent)).all()) == 3  # two verdicts, one restore
 
 
-def test_cancel_stops_the_job_and_its_children(
-    factory: sessionmaker[Session], project_id: int, job_context: MakeContext
+class CancelledAfter(JobContext):
+    """A context whose user presses cancel after a few progress reports."""
+
+    reports_left: int = 3
+
+    def report(self, done: int, total: int, message: str = "", force: bool = False) -> None:
+        self.reports_left -= 1
+        if self.reports_left < 0:
+            raise JobCancelled()
+
+
+def test_cancel_stops_the_children_and_keeps_what_was_verified(
+    settings: Settings, factory: sessionmaker[Session], project_id: int, job_context: MakeContext
 ) -> None:
-    ctx = job_context("verify")
-    ingest(factory, ctx.store, project_id, {"bears/a.jpg": encode(scene(1), "JPEG")})
-    with transaction(factory) as s:
-        s.execute(update(Job).where(Job.id == ctx.job_id).values(cancel_requested=True))
+    plain = job_context("verify")
+    files = {f"bears/{i}.jpg": encode(scene(i, (96, 72)), "JPEG") for i in range(12)}
+    ingest(factory, plain.store, project_id, files)
+    ctx = CancelledAfter(plain.job_id, project_id, {}, settings, plain.store, factory)
+
     with pytest.raises(JobCancelled):
-        verify_job(ctx, workers=1)
-    import billiard
+        verify_job(ctx, workers=2)
 
     assert billiard.active_children() == []
+    states = Counter(image.state for image in images(factory).values())
+    assert states[ImageState.ok] == 3 and states[ImageState.pending] == 9
+    with transaction(factory) as s:
+        assert len(s.scalars(select(LabelEvent)).all()) == 3

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import enum
 import io
-import math
 import os
 import signal
 import struct
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -26,6 +26,9 @@ from billiard.connection import wait
 from PIL import Image, UnidentifiedImageError
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+# Register Pillow's plugins at import: the fork server imports this module once, so each
+# child starts with them instead of importing some 40 modules on its first file.
+Image.init()
 
 # Signatures of formats that are images but not allowed (Pillow could open some of them:
 # EPS runs Ghostscript, PSD and TIFF are large attack surfaces for little gain).
@@ -95,7 +98,12 @@ def decode(data: bytes, limits: DecodeLimits) -> Decoded:
     if not data:
         raise Rejected(Reason.empty)
     try:
-        return _decode(data, limits)
+        with warnings.catch_warnings():
+            # Pillow warns about damage it can live with (corrupt EXIF, odd palettes); only
+            # the bomb warning means the file must be refused.
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return _decode(data, limits)
     except Rejected:
         raise
     except MemoryError as exc:
@@ -118,9 +126,7 @@ def decode(data: bytes, limits: DecodeLimits) -> Decoded:
 
 
 def _decode(data: bytes, limits: DecodeLimits) -> Decoded:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        opened = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    opened = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     fmt = opened.format or "?"
     width, height = opened.size
     if width * height > limits.max_pixels:
@@ -136,12 +142,7 @@ def _decode(data: bytes, limits: DecodeLimits) -> Decoded:
     im: Image.Image = opened
     if im.mode not in ("RGB", "L"):
         im = to_rgb(im)
-    scale = min(1.0, limits.normal_max_side / max(im.size))
-    if scale < 1.0:
-        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-        # Area averaging: the usual filter for shrinking, and about 2.5x cheaper than bicubic
-        # here, where resizing is the largest cost after the decode itself.
-        im = im.resize(size, Image.Resampling.BOX)
+    im = shrink(im, limits.normal_max_side)
     if im.mode != "RGB":
         im = im.convert("RGB")
     if orientation is not None:
@@ -237,15 +238,20 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def thumbnail(im: Image.Image, max_side: int) -> Image.Image:
-    scale = min(1.0, max_side / max(im.size))
-    if scale == 1.0:
+def shrink(im: Image.Image, max_side: int) -> Image.Image:
+    """Scale down so that the longest side is at most ``max_side``; never scale up."""
+    scale = max_side / max(im.size)
+    if scale >= 1.0:
         return im
-    size = (max(1, math.floor(im.width * scale)), max(1, math.floor(im.height * scale)))
-    factor = int(1 / scale)
-    if factor >= 2:
-        # Integer box reduction first: a fraction of the cost of resampling the whole image.
-        im = im.reduce(factor)
+    if scale <= 0.5:
+        # An integer box reduction first costs a fraction of resampling the whole image.
+        im = im.reduce(int(1 / scale))
+        scale = max_side / max(im.size)
+        if scale >= 1.0:
+            return im
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    # Area averaging: the usual filter for shrinking, and about 2.5x cheaper than bicubic
+    # here, where resizing is the largest cost after the decode itself.
     return im.resize(size, Image.Resampling.BOX)
 
 
@@ -287,10 +293,20 @@ class _Worker:
         self.process = ctx.Process(target=_serve, args=(child_conn, fn, limits), daemon=True)
         self.process.start()
         child_conn.close()
-        self.item: Any = None
-        self.busy = False
-        self.started = 0.0
-        self.served = 0
+        self.queue: deque[Any] = deque()  # items sent, in the order the child runs them
+        self.since = 0.0  # when the child started on the head of the queue
+        self.sent = 0
+        self.broken = False
+
+    def give(self, item: Any) -> None:
+        if not self.queue:
+            self.since = time.monotonic()
+        self.queue.append(item)
+        self.sent += 1
+        try:
+            self.conn.send(item)
+        except OSError:
+            self.broken = True  # died while idle; _collect fails it, the item is retried
 
     def stop(self, kill: bool = False) -> None:
         if not kill:
@@ -310,7 +326,8 @@ class DecoderPool(Generic[T, R]):
 
     billiard (Celery's multiprocessing) rather than the standard library: inside a
     prefork Celery worker the standard library refuses to start children of a daemon.
-    A child that dies costs only the item it held; it is replaced and the rest go on.
+    A child that dies costs only the item it was running; it is replaced and the items
+    queued behind it go to another child.
     """
 
     def __init__(
@@ -319,11 +336,14 @@ class DecoderPool(Generic[T, R]):
         workers: int | None = None,
         limits: DecodeLimits | None = None,
         max_tasks: int = 500,
+        depth: int = 3,
     ) -> None:
         self.fn = fn
         self.limits = limits or DecodeLimits()
         self.size = workers or len(os.sched_getaffinity(0))
         self.max_tasks = max_tasks
+        # Items queued per child, so that none waits for the parent between two items.
+        self.depth = depth
         # A stuck decoder gets the wall-clock budget of its CPU limit, then is killed.
         self.wall_seconds = float(self.limits.cpu_seconds)
         self._ctx = billiard.get_context("forkserver")
@@ -332,6 +352,7 @@ class DecoderPool(Generic[T, R]):
         # otherwise import again) once; each child then starts in milliseconds.
         self._ctx.set_forkserver_preload(["__main__", __name__, module])
         self._workers: list[_Worker] = []
+        self._retry: deque[T] = deque()
 
     def __enter__(self) -> DecoderPool[T, R]:
         return self
@@ -341,61 +362,59 @@ class DecoderPool(Generic[T, R]):
 
     def close(self) -> None:
         for worker in self._workers:
-            worker.stop(kill=worker.busy)
+            worker.stop(kill=bool(worker.queue))
         self._workers = []
 
     def imap_unordered(self, items: Iterable[T]) -> Iterator[Outcome[T, R]]:
         todo = iter(items)
         while len(self._workers) < self.size:
             self._workers.append(_Worker(self._ctx, self.fn, self.limits))
-        exhausted = False
         while True:
             for index, worker in enumerate(self._workers):
-                if worker.busy or exhausted:
-                    continue
-                if worker.served >= self.max_tasks or not worker.process.is_alive():
-                    # Recycled now and then: leaks in C decoders do not accumulate.
-                    worker.stop()
+                if not worker.queue and (
+                    worker.broken or worker.sent >= self.max_tasks or not worker.process.is_alive()
+                ):
+                    # Also recycled now and then, so that leaks in C decoders do not pile up.
+                    worker.stop(kill=worker.broken)
                     worker = self._workers[index] = _Worker(self._ctx, self.fn, self.limits)
-                item = next(todo, _DONE)
-                if item is _DONE:
-                    exhausted = True
-                    break
-                worker.item, worker.busy, worker.started = item, True, time.monotonic()
-                worker.conn.send(item)
-            busy = [w for w in self._workers if w.busy]
+                while len(worker.queue) < self.depth and worker.sent < self.max_tasks:
+                    item = self._retry.popleft() if self._retry else next(todo, _DONE)
+                    if item is _DONE:
+                        break
+                    worker.give(item)
+            busy = [w for w in self._workers if w.queue]
             if not busy:
                 return
             wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
             for worker in busy:
-                outcome = self._collect(worker)
-                if outcome is not None:
-                    yield outcome
+                yield from self._collect(worker)
 
-    def _collect(self, worker: _Worker) -> Outcome[T, R] | None:
+    def _collect(self, worker: _Worker) -> Iterator[Outcome[T, R]]:
         failure: Reason | None = None
-        if worker.conn.poll():
+        while worker.queue and not worker.broken and worker.conn.poll():
             try:
                 kind, value = worker.conn.recv()
             except (EOFError, OSError):
                 failure = Reason.crashed
+                break
+            item, worker.since = worker.queue.popleft(), time.monotonic()
+            if kind == "ok":
+                yield Outcome(item, result=value)
             else:
-                worker.busy, worker.served = False, worker.served + 1
-                if kind == "ok":
-                    return Outcome(worker.item, result=value)
-                if kind == "memory":
-                    return Outcome(worker.item, failure=Reason.memory)
-                return Outcome(worker.item, error=value)
-        elif not worker.process.is_alive():
+                memory = kind == "memory"
+                yield Outcome(item, failure=Reason.memory if memory else None, error=value)
+        if not worker.queue:
+            return
+        if failure is None and (worker.broken or not worker.process.is_alive()):
             failure = Reason.crashed
-        elif time.monotonic() - worker.started > self.wall_seconds:
+        if failure is None and time.monotonic() - worker.since > self.wall_seconds:
             failure = Reason.timeout
-        if failure is None:
-            return None
-        worker.stop(kill=True)
-        worker.busy = False
-        worker.served = self.max_tasks  # replaced before its next item
-        return Outcome(worker.item, failure=failure)
+        if failure is not None:
+            worker.stop(kill=True)
+            worker.broken = True
+            yield Outcome(worker.queue.popleft(), failure=failure)
+            self._retry.extend(worker.queue)
+            worker.queue.clear()
 
 
 _DONE: Any = object()

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -26,8 +27,8 @@ from api.params import RankParams
 from workers.runner import JobContext
 from workers.training.data import ImageCache, ImageDataset, Sample, fold_of, load_samples
 from workers.training.finetune import make_loader
-from workers.training.fit import Progress, evaluate, extract_features, pick_device, place
-from workers.training.model import build_model
+from workers.training.fit import Progress, extract_features, pick_device, place
+from workers.training.model import build_model, head
 
 Scores = list[tuple[int, float, int, float]]  # image id, loss, predicted index, probability
 
@@ -57,18 +58,17 @@ def _samples(ctx: JobContext, classes: list[str]) -> tuple[list[Sample], list[in
     return known, [ids_by_name.get(name) for name in classes]
 
 
+@torch.inference_mode()
 def in_sample(
-    model: nn.Module, loader: Any, device: torch.device, samples: list[Sample], progress: Progress
+    layer: nn.Linear, features: torch.Tensor, labels: list[int], samples: list[Sample]
 ) -> Scores:
-    evaluation = evaluate(model, loader, device, progress)
-    predicted = evaluation.probs.argmax(1)
+    """The trained model's loss per image, from its body features through its head."""
+    probs = layer(features).float().softmax(1).cpu()
+    targets = torch.tensor(labels)
+    losses = F.nll_loss(probs.clamp_min(1e-12).log(), targets, reduction="none")
+    predicted = probs.argmax(1)
     return [
-        (
-            s.image_id,
-            float(evaluation.losses[i]),
-            int(predicted[i]),
-            float(evaluation.probs[i].max()),
-        )
+        (s.image_id, float(losses[i]), int(predicted[i]), float(probs[i, predicted[i]]))
         for i, s in enumerate(samples)
     ]
 
@@ -140,27 +140,23 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
     device = pick_device()
     model = models.get_model(arch, num_classes=len(classes))
     model.load_state_dict(load_file(str(ctx.settings.data_dir / version.files["weights"])))
-    place(model, device)
+    place(model, arch, device)
     cache = ImageCache(size)
     cache.preload([s.path for s in samples], lambda d, t: ctx.report(d, t, "decoding images"))
-    loader = make_loader(ImageDataset(samples, cache, None), 64, device, shuffle=False)
-    passes = 2 if params.out_of_fold else 1
-    progress = Progress(passes * len(loader), ctx.report)
-    progress.message = "scoring (in sample)"
+    loader = make_loader(ImageDataset(samples, cache, "valid", size), 64, device, shuffle=False)
+    # One pass through the body serves both rankings when the features come from it.
+    body, source = _feature_body(ctx, arch, len(classes), model, params.out_of_fold)
+    progress = Progress((2 if body is not model else 1) * len(loader), ctx.report)
+    progress.message = "scoring"
+    feats, _ = extract_features(model, arch, loader, device, progress, adapt_bn=False)
     labels = [s.label for s in samples]
-    _store(
-        ctx,
-        version.id,
-        "in_sample",
-        in_sample(model, loader, device, samples, progress),
-        class_ids,
-        labels,
-    )
+    scores = in_sample(head(model, arch), feats, labels, samples)
+    _store(ctx, version.id, "in_sample", scores, class_ids, labels)
     result: dict[str, Any] = {"model_version_id": version.id, "in_sample": len(samples)}
     if params.out_of_fold:
-        body, source = _feature_body(ctx, arch, len(classes), model)
-        progress.message = "body features (out of fold)"
-        feats, _ = extract_features(body, arch, loader, device, progress, adapt_bn=False)
+        if body is not model:
+            progress.message = "ImageNet body features (out of fold)"
+            feats, _ = extract_features(body, arch, loader, device, progress, adapt_bn=False)
         scores = out_of_fold(
             feats.cpu().numpy(), np.array(labels), samples, params.folds, version.split_seed
         )
@@ -170,10 +166,13 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
 
 
 def _feature_body(
-    ctx: JobContext, arch: str, num_classes: int, trained: nn.Module
+    ctx: JobContext, arch: str, num_classes: int, trained: nn.Module, wanted: bool
 ) -> tuple[nn.Module, str]:
+    """The body whose features the out-of-fold heads learn from."""
+    if not wanted:
+        return trained, "trained model"
     built = build_model(arch, num_classes, pretrained=True, weights_dir=ctx.settings.weights_dir)
     if built.weights == "random":
         return trained, "trained model (pretrained body unavailable; it saw these labels)"
     device = next(trained.parameters()).device
-    return place(built.model, device), built.weights
+    return place(built.model, built.arch, device), built.weights

@@ -68,7 +68,7 @@ def prepare(
         weights_path(ctx.settings, params.weights_file),
         ctx.settings.weights_dir,
     )
-    place(built.model, device)
+    place(built.model, built.arch, device)
     total = len(split.train) + len(split.valid)
     loaders = make_loaders(
         split,
@@ -76,7 +76,7 @@ def prepare(
         params.batch_size,
         device,
         params.seed,
-        augment=getattr(params, "augment", True),
+        augment=params.augment if isinstance(params, TrainParams) else False,
         on_decode=lambda done, _: ctx.report(done, total, "decoding images"),
     )
     return built, loaders, device
@@ -148,6 +148,8 @@ def _create_version(ctx: JobContext, params: TrainParams, split: DataSplit) -> i
 
 def train_job(ctx: JobContext) -> dict[str, Any]:
     params = TrainParams.model_validate(ctx.params)
+    if params.epochs + params.freeze_epochs == 0:
+        raise ValueError("nothing to train: epochs and freeze_epochs are both 0")
     split = load_data(ctx, params.valid_pct, params.seed)
     version_id = _create_version(ctx, params, split)
     # Timed from before decoding: fastai decodes inside its fit, so a fair figure must too.
@@ -257,6 +259,8 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
         version.files = files
         version.params = {**version.params, "lr": lr, "weights_source": built.weights}
     images = len(split.train) * (params.freeze_epochs + params.epochs)
+    summary = f"error rate {best['error_rate']:.4f} (epoch {result.best_epoch})" if best else ""
+    ctx.report(progress.total, progress.total, f"done: {summary or 'no usable epoch'}", force=True)
     return {
         "model_version_id": version_id,
         "best_epoch": result.best_epoch,

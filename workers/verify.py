@@ -9,6 +9,8 @@ label event for every state it changes. Near-duplicates are grouped at the end.
 from __future__ import annotations
 
 import io
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from api.config import Settings
 from api.models import Image, ImageState, LabelEvent
 from api.params import VerifyParams
 from api.store import ImageStore
-from workers.decode import DecodeLimits, DecoderPool, Outcome, Reason, Rejected, decode, thumbnail
+from workers.decode import DecodeLimits, DecoderPool, Outcome, Reason, Rejected, decode, shrink
 from workers.dedupe import phash, regroup
 from workers.runner import JobContext
 
@@ -64,7 +66,7 @@ def verify_file(sha256: str, store: ImageStore, limits: DecodeLimits) -> Verdict
     except Rejected as rejected:
         width, height = rejected.size or (None, None)
         return Verdict(sha256, rejected.reason.value, rejected.format, width, height)
-    thumb = thumbnail(decoded.image, limits.thumb_max_side)
+    thumb = shrink(decoded.image, limits.thumb_max_side)
     # Written even for images rejected as too small, so that a reviewer can restore them.
     if not store.exists(sha256, "normal"):
         store.put(_jpeg(decoded.image, 90), "normal", sha256=sha256)
@@ -109,18 +111,23 @@ def verify_job(
 
     tally: Counter[str] = Counter()
     accepted: list[int] = []
+    writer = _Writer(
+        partial(_write, ctx, ids=ids, reviewed=reviewed, tally=tally, accepted=accepted)
+    )
     batch: list[Verdict] = []
     flushed = time.monotonic()
     task = partial(process, store=ctx.store, limits=limits)
-    with DecoderPool(task, workers, limits) as pool:
-        for outcome in pool.imap_unordered(list(ids)):
-            batch.append(_verdict(outcome))
-            done = tally.total() + len(batch)
-            if len(batch) >= BATCH_SIZE or time.monotonic() - flushed > FLUSH_SECONDS:
-                _write(ctx, batch, ids, reviewed, tally, accepted)
-                batch, flushed = [], time.monotonic()
-            ctx.report(done, total, f"verified {done} of {total}")
-    _write(ctx, batch, ids, reviewed, tally, accepted)
+    try:
+        with DecoderPool(task, workers, limits) as pool:
+            for done, outcome in enumerate(pool.imap_unordered(list(ids)), start=1):
+                batch.append(_verdict(outcome))
+                if len(batch) >= BATCH_SIZE or time.monotonic() - flushed > FLUSH_SECONDS:
+                    writer.put(batch)
+                    batch, flushed = [], time.monotonic()
+                ctx.report(done, total, f"verified {done} of {total}")
+    finally:
+        # Verdicts already in hand are kept, also when the job is cancelled.
+        writer.close(batch)
 
     ctx.report(total, total, "grouping duplicates", force=True)
     with ctx.session() as s:
@@ -132,6 +139,10 @@ def verify_job(
         )
     seconds = time.monotonic() - started
     rejected = {k.removeprefix("rejected:"): v for k, v in tally.items() if k.startswith("rej")}
+    summary = (
+        f"{tally['ok']} ok, {sum(rejected.values())} rejected, {groups.groups} duplicate groups"
+    )
+    ctx.report(total, total, summary, force=True)
     return {
         "verified": total,
         "ok": tally["ok"],
@@ -146,6 +157,37 @@ def verify_job(
         "seconds": round(seconds, 3),
         "images_per_second": round(total / seconds, 1) if seconds > 0 else None,
     }
+
+
+class _Writer:
+    """Writes batches of verdicts in a thread, so that children never wait for the database."""
+
+    def __init__(self, write: Callable[[list[Verdict]], None]) -> None:
+        self._write = write
+        self._queue: queue.Queue[list[Verdict] | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="verify-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is None and batch:
+                try:
+                    self._write(batch)
+                except BaseException as exc:
+                    self._error = exc
+
+    def put(self, batch: list[Verdict]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def close(self, last: list[Verdict]) -> None:
+        self._queue.put(last)
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _verdict(outcome: Outcome[str, Verdict]) -> Verdict:
@@ -175,13 +217,12 @@ def _reviewed(session: Session, project_id: int) -> set[int]:
 def _write(
     ctx: JobContext,
     batch: list[Verdict],
+    *,
     ids: dict[str, int],
     reviewed: set[int],
     tally: Counter[str],
     accepted: list[int],
 ) -> None:
-    if not batch:
-        return
     for attempt in range(3):
         try:
             with ctx.session() as s:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api import projects
+from api import projects, stats
 from api.deps import CurrentUser, DbSession, EditorAccess, OwnerAccess, ProjectAccess
 from api.models import ImageClass, Project, ProjectMember, Role, User
 from api.schemas import ClassIn, ClassOut, MemberIn, MemberOut, ProjectIn, ProjectOut, ProjectPatch
@@ -99,3 +99,17 @@ def remove_member(username: str, access: OwnerAccess, session: DbSession) -> Non
     if member.role is Role.owner and len(owners) == 1:
         raise HTTPException(status.HTTP_409_CONFLICT, "a project keeps at least one owner")
     session.delete(member)
+
+
+@router.get("/projects/{project_id}/stats", response_model=list[stats.ClassStats])
+def class_stats(access: ProjectAccess, session: DbSession) -> list[stats.ClassStats]:
+    """Per class: images by state, rejections by reason, exact and near duplicates."""
+    return stats.class_stats(session, access.project.id)
+
+
+@router.get("/projects/{project_id}/duplicates", response_model=list[stats.DuplicateGroup])
+def duplicate_groups(
+    access: ProjectAccess, session: DbSession, cross_class: bool = False
+) -> list[stats.DuplicateGroup]:
+    """Groups of exact or near duplicates; cross_class=true for those filed under two classes."""
+    return stats.duplicate_groups(session, access.project.id, cross_class_only=cross_class)

@@ -179,6 +179,7 @@ def upgrade() -> None:
         sa.Column("phash", sa.String(length=16), nullable=True),
         sa.Column("duplicate_of_id", sa.Integer(), nullable=True),
         sa.Column("seen_count", sa.Integer(), nullable=False),
+        sa.Column("other_label_ids", sa.JSON(), nullable=False),
         sa.Column("source", sa.String(length=32), nullable=False),
         sa.Column("engine", sa.String(length=32), nullable=True),
         sa.Column("query", sa.String(length=300), nullable=True),

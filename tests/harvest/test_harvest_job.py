@@ -64,7 +64,8 @@ def test_bing_harvest_stores_provenance_and_reruns_without_duplicates(
             "stopped": "limit reached",
         }
     ]
-    assert fake_engine.requests[0].query == {
+    [search] = [r for r in fake_engine.requests if r.path == "/images/search"]
+    assert search.query == {
         "q": "grizzly bear -dog -arctos",
         "adlt": "strict",
         "form": "HDRSC2",

@@ -8,10 +8,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.config import Settings
 from api.models import Image, ImageClass, Job
 from tests.harvest.server import LocalServer, Reply, Request, jpeg
 from workers.harvest.urllist import import_urls_job, parse_url_list
-from workers.runner import JobCancelled, JobContext
+from workers.runner import JobCancelled, JobContext, run_job
 
 MakeContext = Callable[..., JobContext]
 
@@ -103,3 +104,25 @@ def test_import_urls_job_can_be_cancelled(
     with pytest.raises(JobCancelled):
         import_urls_job(ctx)
     assert server.hits() == 0
+
+
+def test_failures_land_in_the_job_result_through_the_runner(
+    server: LocalServer, settings: Settings, factory: sessionmaker[Session], project_id: int
+) -> None:
+    items = [
+        {"url": f"{server.url}/img/1.jpg", "label": "grizzly"},
+        {"url": f"{server.url}/missing.jpg", "label": "grizzly"},
+    ]
+    with factory() as session, session.begin():
+        job = Job(project_id=project_id, kind="import_urls", params={"items": items})
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    assert run_job(job_id, import_urls_job, settings) == "succeeded"
+    with factory() as session:
+        stored = session.get(Job, job_id)
+        assert stored is not None and stored.result is not None
+        assert stored.result["downloaded"] == 1
+        assert stored.result["failures"] == [
+            {"url": f"{server.url}/missing.jpg", "reason": "HTTP 404", "class": "grizzly"}
+        ]

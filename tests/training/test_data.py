@@ -14,7 +14,13 @@ from api.db import transaction
 from api.models import Image, ImageState
 from api.predict import prepare
 from api.store import ImageStore
-from workers.training.data import ImageCache, ImageDataset, in_validation, load_split
+from workers.training.data import (
+    ImageCache,
+    ImageDataset,
+    in_validation,
+    load_split,
+    train_source_side,
+)
 
 
 def _split(factory: sessionmaker[Session], settings: Settings, project_id: int, seed: int = 42):
@@ -86,9 +92,30 @@ def test_validation_input_is_what_predict_prepares(
     images(per_class=5)
     split = _split(factory, settings, project_id)
     samples = split.train + split.valid
-    dataset = ImageDataset(samples, ImageCache(24), None)
+    dataset = ImageDataset(samples, ImageCache(24), "valid", 24)
     tensor, label = dataset[0]
     expected = prepare(samples[0].path.read_bytes(), 24)
     assert tensor.shape == (3, 24, 24) and label == samples[0].label
     np.testing.assert_allclose(tensor.numpy(), expected, atol=1e-5)
     assert tensor.dtype == torch.float32
+
+
+def test_augmented_and_plain_training_inputs(
+    images: Callable[..., list[int]],
+    factory: sessionmaker[Session],
+    settings: Settings,
+    project_id: int,
+) -> None:
+    images(per_class=3)
+    samples = _split(factory, settings, project_id).train
+    cache = ImageCache(train_source_side(24))
+    plain = ImageDataset(samples, cache, "plain", 24)
+    augmented = ImageDataset(samples, cache, "augment", 24)
+    torch.manual_seed(0)
+    for dataset in (plain, augmented):
+        tensor, _ = dataset[0]
+        assert tensor.shape == (3, 24, 24) and tensor.dtype == torch.float32
+        # ImageNet-normalised: roughly centred, not in [0, 255].
+        assert float(tensor.min()) > -3 and float(tensor.max()) < 3
+    assert torch.equal(plain[0][0], plain[0][0])
+    assert not torch.equal(augmented[0][0], augmented[0][0])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -25,11 +24,11 @@ from workers.harvest.ssrf import (
     AddressPolicy,
     FetchRefused,
     GuardedBackend,
-    GuardedTransport,
     Resolver,
     check_url,
     system_resolver,
 )
+from workers.harvest.transport import guarded_transport
 
 USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -104,20 +103,14 @@ class Downloader:
         policy: AddressPolicy,
         resolver: Resolver = system_resolver,
         backend: httpcore.AsyncNetworkBackend | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.limits = limits
         self._backend = GuardedBackend(policy, resolver, backend)
-        self._sleep = sleep
         self._slots = asyncio.Semaphore(limits.concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._client: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> Downloader:
-        pool = httpx.Limits(
-            max_connections=self.limits.concurrency,
-            max_keepalive_connections=self.limits.concurrency,
-        )
         timeout = httpx.Timeout(
             connect=self.limits.connect_timeout,
             read=self.limits.read_timeout,
@@ -125,7 +118,9 @@ class Downloader:
             pool=self.limits.total_timeout,
         )
         self._client = httpx.AsyncClient(
-            transport=GuardedTransport(self._backend, pool),
+            transport=guarded_transport(
+                self._backend, self.limits.concurrency, self.limits.per_host
+            ),
             timeout=timeout,
             headers={"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Language": "en"},
             follow_redirects=False,
@@ -160,7 +155,7 @@ class Downloader:
             # Slots are released while waiting, so a slow host does not idle the pool.
             base = self.limits.backoff * 2 ** (attempt - 1)
             delay = result.retry_after if result.retry_after is not None else base
-            await self._sleep(min(delay, 30.0) + random.uniform(0, self.limits.backoff))
+            await asyncio.sleep(min(delay, 30.0) + random.uniform(0, self.limits.backoff))
 
     async def _attempt(self, url: str, referer: str | None) -> Download:
         try:

@@ -6,7 +6,7 @@ happens where the socket is opened: the guarded network backend resolves the nam
 itself, refuses unless every address is public, connects to the vetted address (so a
 second DNS answer cannot swap in another one) and checks the peer address of the
 connected socket once more. Every redirect opens its connection through the same
-backend, so each hop is checked too.
+backend, so each hop is checked too (``workers.harvest.transport`` puts it under httpx).
 """
 
 from __future__ import annotations
@@ -178,21 +178,3 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self.inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport with the guarded backend under its connection pool.
-
-    Environment proxies are ignored (trust_env=False): a proxy would connect on our behalf
-    and the guard would only ever see the proxy's address.
-    """
-
-    def __init__(self, backend: GuardedBackend, limits: httpx.Limits) -> None:
-        super().__init__(trust_env=False, limits=limits)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=backend,
-        )

@@ -19,24 +19,24 @@ from workers.training.data import (
     ImageCache,
     ImageDataset,
     Sample,
-    augment_transform,
-    plain_transform,
     train_source_side,
 )
 from workers.training.fit import FitResult, Progress, extract_features, fit_head, fit_unfrozen
+from workers.training.prefetch import Batches, Prefetcher
 
 Features = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
 class Loaders:
-    train: DataLoader[Any]
-    train_plain: DataLoader[Any]
-    valid: DataLoader[Any]
+    train: Batches
+    train_plain: Batches
+    valid: Batches
     batch_size: int
+    num_train: int
 
     def head_steps(self, epochs: int) -> int:
-        return epochs * max(1, len(self.train_plain.dataset) // self.batch_size)  # type: ignore[arg-type]
+        return epochs * max(1, self.num_train // self.batch_size)
 
     def feature_batches(self) -> int:
         return len(self.train_plain) + len(self.valid)
@@ -54,9 +54,9 @@ def loader_workers(device: torch.device) -> int:
 
 def make_loader(
     dataset: ImageDataset, batch_size: int, device: torch.device, shuffle: bool, seed: int = 0
-) -> DataLoader[Any]:
+) -> Batches:
     workers = loader_workers(device)
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
@@ -67,6 +67,7 @@ def make_loader(
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
     )
+    return loader if workers > 0 else Prefetcher(loader)
 
 
 def make_loaders(
@@ -83,19 +84,16 @@ def make_loaders(
     valid_cache = ImageCache(image_size)
     train_cache.preload([s.path for s in split.train], on_decode)
     valid_cache.preload([s.path for s in split.valid], on_decode)
-    plain = plain_transform(image_size)
-    train_ds = ImageDataset(
-        split.train, train_cache, augment_transform(image_size) if augment else plain
-    )
+    size = image_size
+    train = ImageDataset(split.train, train_cache, "augment" if augment else "plain", size)
+    plain = ImageDataset(split.train, train_cache, "plain", size)
+    valid = ImageDataset(split.valid, valid_cache, "valid", size)
     return Loaders(
-        train=make_loader(train_ds, batch_size, device, shuffle=True, seed=seed),
-        train_plain=make_loader(
-            ImageDataset(split.train, train_cache, plain), batch_size * 2, device, False
-        ),
-        valid=make_loader(
-            ImageDataset(split.valid, valid_cache, None), batch_size * 2, device, False
-        ),
+        train=make_loader(train, batch_size, device, shuffle=True, seed=seed),
+        train_plain=make_loader(plain, batch_size * 2, device, False),
+        valid=make_loader(valid, batch_size * 2, device, False),
         batch_size=batch_size,
+        num_train=len(split.train),
     )
 
 

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import OneCycleLR
-from torch.utils.data import DataLoader
 
 from workers.training.model import head, headless, layer_groups
+from workers.training.prefetch import Batches
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 # fastai's fine_tune defaults.
@@ -46,20 +46,22 @@ def autocast(device: torch.device) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def place(model: nn.Module, device: torch.device) -> nn.Module:
+def place(model: nn.Module, arch: str, device: torch.device) -> nn.Module:
+    """Move the model; on CUDA in channels_last, where cuDNN has its NHWC tensor-core kernels.
+
+    Not on the CPU (no faster there) and not for EfficientNet: its depthwise convolutions
+    cost about 12 s of kernel preparation per input shape on an H200 in channels_last and
+    run no faster after it (measured with bench/gpu_check.py).
+    """
     model = model.to(device)
-    # channels_last lets cuDNN use its NHWC tensor-core kernels; on the CPU it measured
-    # slower for training here, so the CPU keeps the default layout.
-    if device.type == "cuda":
+    if device.type == "cuda" and not arch.startswith("efficientnet"):
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if device.type == "cuda" and x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+    # Inputs stay contiguous: a channels_last model converts at its first convolution.
+    return x.to(device, non_blocking=True)
 
 
 def adamw(params: Any, lr: float, weight_decay: float) -> AdamW:
@@ -139,7 +141,7 @@ def discriminative_lrs(lr: float, groups: int) -> list[float]:
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
-    loader: DataLoader[Any],
+    loader: Batches,
     device: torch.device,
     progress: Progress | None = None,
 ) -> Evaluation:
@@ -163,7 +165,7 @@ def _evaluation(logits: torch.Tensor, targets: torch.Tensor) -> Evaluation:
 
 def train_one_epoch(
     model: nn.Module,
-    loader: DataLoader[Any],
+    loader: Batches,
     optimizer: torch.optim.Optimizer,
     scheduler: OneCycleLR,
     device: torch.device,
@@ -199,7 +201,7 @@ def bn_only_train(model: nn.Module) -> None:
 def extract_features(
     model: nn.Module,
     arch: str,
-    loader: DataLoader[Any],
+    loader: Batches,
     device: torch.device,
     progress: Progress,
     adapt_bn: bool,
@@ -212,11 +214,13 @@ def extract_features(
     """
     feats, targets = [], []
     with headless(model, arch) as body:
-        if adapt_bn:
-            bn_only_train(body)
-        else:
-            body.eval()
         for x, y in loader:
+            # Batch statistics of a single image are undefined (and raise); such a last
+            # batch uses the statistics gathered so far.
+            if adapt_bn and len(x) > 1:
+                bn_only_train(body)
+            else:
+                body.eval()
             with autocast(device):
                 out = body(to_device(x, device))
             feats.append(out.float())
@@ -307,8 +311,8 @@ def fit_head(
 def fit_unfrozen(
     model: nn.Module,
     arch: str,
-    train_loader: DataLoader[Any],
-    valid_loader: DataLoader[Any],
+    train_loader: Batches,
+    valid_loader: Batches,
     epochs: int,
     lr: float,
     weight_decay: float,

@@ -89,15 +89,26 @@ class DuckDuckGoEngine(Engine):
     async def next_batch(self, page: Page) -> list[SearchResult]:
         if not self._has_next:
             return []
+        return await self._batch(page, None, scroll=True)
+
+    @staticmethod
+    async def _scroll(page: Page) -> None:
         # A wheel event as well as the jump: pages listen for either.
         await page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
         await page.mouse.wheel(0, 4000)
-        return await self._batch(page, None)
 
-    async def _batch(self, page: Page, status: int | None) -> list[SearchResult]:
+    async def _batch(
+        self, page: Page, status: int | None, scroll: bool = False
+    ) -> list[SearchResult]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        tick = 0
         while True:
+            # Scrolled again every second: a scroll that lands while the page is still
+            # rendering the last batch (or before it is tall enough) asks for nothing.
+            if scroll and tick % 5 == 0:
+                await self._scroll(page)
+            tick += 1
             try:
                 answer_status, url, data = await asyncio.wait_for(self._answers.get(), 0.2)
             except TimeoutError:

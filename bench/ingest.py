@@ -39,8 +39,8 @@ for path in (HERE, ROOT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from extra import ensure_bench_extra  # noqa: E402
 from synthetic import job_context  # noqa: E402
-from train import ensure_fastai  # noqa: E402
 
 LABEL = "bench"
 
@@ -216,7 +216,7 @@ def main() -> None:
         asyncio.run(_serve(args.serve, args.latency, args.hosts))
         return
 
-    ensure_fastai()
+    ensure_bench_extra()
     # torch and fastai warn about their own deprecations on import; not this bench's business.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -29,17 +28,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from extra import ensure_bench_extra  # noqa: E402
 from synthetic import write_folder  # noqa: E402
-
-# fastprogress 1.1 pulls python-fasthtml and httpx2, which starlette's TestClient then
-# prefers over httpx: keep the bench's install from changing the test suite.
-FASTAI = ["fastai>=2.7", "fastprogress<1.1"]
-
-
-def ensure_fastai() -> None:
-    if importlib.util.find_spec("fastai") is None:
-        print("installing fastai ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *FASTAI], check=True)
 
 
 def run_fastai(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,7 +152,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    ensure_fastai()
+    ensure_bench_extra()
     with tempfile.TemporaryDirectory() as tmp:
         args.data = Path(tmp) / "images"
         paths = write_folder(args.data, args.per_class, int(args.size * 1.5))

@@ -18,7 +18,6 @@ import argparse
 import io
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from extra import ensure_bench_extra  # noqa: E402
 
 # Longest sides of web images as search engines return them: mostly 600-2000 px.
 SIDES = (480, 640, 800, 1000, 1200, 1280, 1600, 1920, 2048, 2400)
@@ -82,13 +84,6 @@ def generate(folder: Path, count: int) -> list[Path]:
             (folder / name).write_bytes(data)
             existing[name.split(".")[0]] = folder / name
     return [existing[f"{i:05d}"] for i in range(count)]
-
-
-def ensure_fastai() -> None:
-    try:
-        import fastai  # noqa: F401
-    except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "fastai"], check=True)
 
 
 def run_fastai(paths: list[Path]) -> tuple[float, int]:
@@ -149,7 +144,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--corpus", type=Path, help="Keep the generated files here for reruns.")
     args = parser.parse_args()
-    ensure_fastai()
+    ensure_bench_extra()
     cpus = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory(prefix="winnow-bench-") as tmp:
         folder = Path(tmp)

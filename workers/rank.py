@@ -51,7 +51,7 @@ def _samples(ctx: JobContext, classes: list[str]) -> tuple[list[Sample], list[in
     index = {name: i for i, name in enumerate(classes)}
     ids_by_name = dict(zip(names, class_ids, strict=True))
     known = [
-        Sample(x.image_id, x.sha256, index[names[x.label]], x.path)
+        Sample(x.image_id, x.sha256, index[names[x.label]], x.path, x.group)
         for x in samples
         if names[x.label] in index
     ]
@@ -76,7 +76,7 @@ def in_sample(
 def out_of_fold(
     features: np.ndarray, labels: np.ndarray, samples: list[Sample], folds: int, seed: int
 ) -> Scores:
-    fold = np.array([fold_of(seed, s.sha256, folds) for s in samples])
+    fold = np.array([fold_of(seed, s.split_key, folds) for s in samples])
     scores: Scores = []
     losses = np.zeros(len(samples))
     predicted = np.zeros(len(samples), dtype=int)

@@ -1,0 +1,1 @@
+"""Training in plain PyTorch: data, model, fit, LR finder, advice, interpretation, export."""

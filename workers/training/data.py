@@ -1,8 +1,9 @@
 """The dataset of a project: labelled images from the database, a stable split, transforms.
 
-The validation split is decided per image by a hash of (seed, sha256), not by shuffling a
-list: adding, deleting or relabelling other images never moves an image between train and
-validation, so a retrain after cleaning is compared on the same validation images.
+The validation split is decided per image by a hash of (seed, sha256) -- the sha256 of the
+first image of its near-duplicate group, so that near-copies stay on one side -- not by
+shuffling a list: adding, deleting or relabelling other images never moves an image between
+train and validation, so a retrain after cleaning is compared on the same validation images.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -40,6 +41,13 @@ class Sample:
     sha256: str
     label: int
     path: Path
+    # The sha256 of the first image of its near-duplicate group (its own when alone):
+    # splits and folds go by group, so near-copies never sit on both sides of a split.
+    group: str = ""
+
+    @property
+    def split_key(self) -> str:
+        return self.group or self.sha256
 
 
 @dataclass
@@ -73,22 +81,24 @@ def load_samples(
     session: Session, project_id: int, store: ImageStore
 ) -> tuple[list[str], list[int], list[Sample], int]:
     """Ok, labelled images with a normalised copy; classes that have at least one, by id."""
+    first = aliased(Image)
     rows = session.execute(
-        select(Image.id, Image.sha256, ImageClass.id, ImageClass.name)
+        select(Image.id, Image.sha256, ImageClass.id, ImageClass.name, first.sha256)
         .join(ImageClass, ImageClass.id == Image.label_id)
+        .outerjoin(first, first.id == Image.duplicate_of_id)
         .where(Image.project_id == project_id, Image.state == ImageState.ok)
         .order_by(Image.id)
     ).all()
-    names = {label_id: name for _, _, label_id, name in rows}
+    names = {label_id: name for _, _, label_id, name, _ in rows}
     class_ids = sorted(names)
     index = {class_id: i for i, class_id in enumerate(class_ids)}
     samples, missing = [], 0
-    for image_id, sha, label_id, _ in rows:
+    for image_id, sha, label_id, _, group in rows:
         path = store.path(sha, "normal")
         if not path.exists():
             missing += 1
             continue
-        samples.append(Sample(image_id, sha, index[label_id], path))
+        samples.append(Sample(image_id, sha, index[label_id], path, group or sha))
     return [names[c] for c in class_ids], class_ids, samples, missing
 
 
@@ -96,8 +106,8 @@ def load_split(
     session: Session, project_id: int, store: ImageStore, valid_pct: float, seed: int
 ) -> DataSplit:
     classes, class_ids, samples, missing = load_samples(session, project_id, store)
-    train = [s for s in samples if not in_validation(seed, s.sha256, valid_pct)]
-    valid = [s for s in samples if in_validation(seed, s.sha256, valid_pct)]
+    train = [s for s in samples if not in_validation(seed, s.split_key, valid_pct)]
+    valid = [s for s in samples if in_validation(seed, s.split_key, valid_pct)]
     return DataSplit(classes, class_ids, train, valid, missing)
 
 

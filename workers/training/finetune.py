@@ -1,16 +1,19 @@
-"""fastai's ``fine_tune`` as one function over a DataSplit: loaders, both stages, best epoch.
+"""fastai's ``fine_tune`` over a DataSplit: the loaders, the two stages, the best epoch.
 
-Also the loaders and the cached body features the LR finder shares with the frozen stage.
+The frozen stage trains the head on body features computed once (the LR finder uses the
+same features); the unfrozen stage trains everything with discriminative learning rates.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -21,8 +24,22 @@ from workers.training.data import (
     Sample,
     train_source_side,
 )
-from workers.training.fit import FitResult, Progress, extract_features, fit_head, fit_unfrozen
-from workers.training.prefetch import Batches, Prefetcher
+from workers.training.fit import (
+    FROZEN_PCT_START,
+    UNFROZEN_PCT_START,
+    Batches,
+    FitResult,
+    Progress,
+    adamw,
+    discriminative_lrs,
+    evaluate,
+    evaluation_of,
+    extract_features,
+    one_cycle,
+    record,
+    train_one_epoch,
+)
+from workers.training.model import head, layer_groups
 
 Features = tuple[torch.Tensor, torch.Tensor]
 
@@ -56,7 +73,7 @@ def make_loader(
     dataset: ImageDataset, batch_size: int, device: torch.device, shuffle: bool, seed: int = 0
 ) -> Batches:
     workers = loader_workers(device)
-    loader = DataLoader(
+    return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
@@ -67,7 +84,6 @@ def make_loader(
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
     )
-    return loader if workers > 0 else Prefetcher(loader)
 
 
 def make_loaders(
@@ -95,6 +111,83 @@ def make_loaders(
         batch_size=batch_size,
         num_train=len(split.train),
     )
+
+
+def fit_head(
+    model: nn.Module,
+    arch: str,
+    features: tuple[torch.Tensor, torch.Tensor],
+    valid: tuple[torch.Tensor, torch.Tensor],
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    progress: Progress,
+    result: FitResult,
+    on_epoch: Callable[[dict[str, Any]], None],
+) -> None:
+    """The frozen stage: one-cycle on the head alone, over cached body features."""
+    layer = head(model, arch)
+    x, y = features
+    steps_per_epoch = max(1, len(x) // batch_size)
+    optimizer = adamw(layer.parameters(), lr, weight_decay)
+    scheduler = one_cycle(optimizer, [lr], epochs * steps_per_epoch, FROZEN_PCT_START, 25.0)
+    for _ in range(epochs):
+        start = time.perf_counter()
+        layer.train()
+        order = torch.randperm(len(x), device=x.device)
+        total, count = 0.0, 0
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            loss = F.cross_entropy(layer(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            progress.step()
+        with torch.inference_mode():
+            layer.eval()
+            evaluation = evaluation_of(layer(valid[0]).float().cpu(), valid[1].cpu())
+        train_loss = total / max(count, 1)
+        record(
+            result, model, "frozen", train_loss, evaluation, time.perf_counter() - start, on_epoch
+        )
+        if result.diverged:
+            return
+
+
+def fit_unfrozen(
+    model: nn.Module,
+    arch: str,
+    train_loader: Batches,
+    valid_loader: Batches,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    device: torch.device,
+    progress: Progress,
+    result: FitResult,
+    on_epoch: Callable[[dict[str, Any]], None],
+) -> None:
+    """The unfrozen stage: one-cycle on the whole model with discriminative learning rates."""
+    groups = layer_groups(model, arch)
+    lrs = discriminative_lrs(lr, len(groups))
+    optimizer = adamw(
+        [{"params": g, "lr": group_lr} for g, group_lr in zip(groups, lrs, strict=True)],
+        lr,
+        weight_decay,
+    )
+    scheduler = one_cycle(optimizer, lrs, epochs * len(train_loader), UNFROZEN_PCT_START, 5.0)
+    for _ in range(epochs):
+        start = time.perf_counter()
+        train_loss = train_one_epoch(model, train_loader, optimizer, scheduler, device, progress)
+        evaluation = evaluate(model, valid_loader, device, progress)
+        seconds = time.perf_counter() - start
+        record(result, model, "unfrozen", train_loss, evaluation, seconds, on_epoch)
+        if result.diverged:
+            return
 
 
 def body_features(

@@ -1,20 +1,17 @@
-"""The fine-tune loop in the shape of torchvision's reference scripts.
+"""The training loop's parts, in the shape of torchvision's reference scripts.
 
-fastai's ``fine_tune``: one-cycle on the head with the body frozen, then one-cycle on the
-whole model with discriminative learning rates (``slice(lr / 100, lr / 2)`` over three layer
-groups), AdamW with momentum cycling. The frozen epochs see no augmentation, so the body's
-features are computed once and the head trains on them: a frozen epoch costs one forward
-pass of the body instead of a forward and backward pass per epoch.
+train_one_epoch, evaluate, body-feature extraction, fastai's one-cycle schedule and
+discriminative learning rates, and the per-epoch record that keeps the best weights.
+The two stages that use them are in finetune.py.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +19,19 @@ from torch import nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import OneCycleLR
 
-from workers.training.model import head, headless, layer_groups
-from workers.training.prefetch import Batches
+from workers.training.model import headless
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Batches(Protocol):
+    """What the loops need of a loader: iteration over (inputs, targets) and a length."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
+
 # fastai's fine_tune defaults.
 LR_MULT = 100.0
 UNFROZEN_DIV = 5.0
@@ -154,10 +160,10 @@ def evaluate(
         targets.append(y)
         if progress is not None:
             progress.step()
-    return _evaluation(torch.cat(logits), torch.cat(targets))
+    return evaluation_of(torch.cat(logits), torch.cat(targets))
 
 
-def _evaluation(logits: torch.Tensor, targets: torch.Tensor) -> Evaluation:
+def evaluation_of(logits: torch.Tensor, targets: torch.Tensor) -> Evaluation:
     losses = F.cross_entropy(logits, targets, reduction="none")
     loss = float(losses.mean()) if len(losses) else float("nan")
     return Evaluation(loss, losses, logits.softmax(1), targets)
@@ -261,80 +267,3 @@ def record(
 
 def _better(row: dict[str, Any], best: dict[str, Any]) -> bool:
     return (row["error_rate"], row["valid_loss"]) < (best["error_rate"], best["valid_loss"])
-
-
-def fit_head(
-    model: nn.Module,
-    arch: str,
-    features: tuple[torch.Tensor, torch.Tensor],
-    valid: tuple[torch.Tensor, torch.Tensor],
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
-    progress: Progress,
-    result: FitResult,
-    on_epoch: Callable[[dict[str, Any]], None],
-) -> None:
-    """The frozen stage: one-cycle on the head alone, over cached body features."""
-    layer = head(model, arch)
-    x, y = features
-    steps_per_epoch = max(1, len(x) // batch_size)
-    optimizer = adamw(layer.parameters(), lr, weight_decay)
-    scheduler = one_cycle(optimizer, [lr], epochs * steps_per_epoch, FROZEN_PCT_START, 25.0)
-    for _ in range(epochs):
-        start = time.perf_counter()
-        layer.train()
-        order = torch.randperm(len(x), device=x.device)
-        total, count = 0.0, 0
-        for i in range(steps_per_epoch):
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            loss = F.cross_entropy(layer(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-            progress.step()
-        with torch.inference_mode():
-            layer.eval()
-            evaluation = _evaluation(layer(valid[0]).float().cpu(), valid[1].cpu())
-        train_loss = total / max(count, 1)
-        record(
-            result, model, "frozen", train_loss, evaluation, time.perf_counter() - start, on_epoch
-        )
-        if result.diverged:
-            return
-
-
-def fit_unfrozen(
-    model: nn.Module,
-    arch: str,
-    train_loader: Batches,
-    valid_loader: Batches,
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    device: torch.device,
-    progress: Progress,
-    result: FitResult,
-    on_epoch: Callable[[dict[str, Any]], None],
-) -> None:
-    """The unfrozen stage: one-cycle on the whole model with discriminative learning rates."""
-    groups = layer_groups(model, arch)
-    lrs = discriminative_lrs(lr, len(groups))
-    optimizer = adamw(
-        [{"params": g, "lr": group_lr} for g, group_lr in zip(groups, lrs, strict=True)],
-        lr,
-        weight_decay,
-    )
-    scheduler = one_cycle(optimizer, lrs, epochs * len(train_loader), UNFROZEN_PCT_START, 5.0)
-    for _ in range(epochs):
-        start = time.perf_counter()
-        train_loss = train_one_epoch(model, train_loader, optimizer, scheduler, device, progress)
-        evaluation = evaluate(model, valid_loader, device, progress)
-        seconds = time.perf_counter() - start
-        record(result, model, "unfrozen", train_loss, evaluation, seconds, on_epoch)
-        if result.diverged:
-            return

@@ -27,7 +27,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_argv(queues: str, concurrency: int, pool: str, loglevel: str) -> list[str]:
+def worker_argv(queues: str, concurrency: int, pool: str, loglevel: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -50,7 +50,7 @@ def _worker_argv(queues: str, concurrency: int, pool: str, loglevel: str) -> lis
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    os.execv(sys.executable, _worker_argv(args.queues, args.concurrency, args.pool, args.loglevel))
+    os.execv(sys.executable, worker_argv(args.queues, args.concurrency, args.pool, args.loglevel))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     worker = None
     if not args.no_worker:
         worker = subprocess.Popen(
-            _worker_argv("cpu,browser,gpu", settings.worker_concurrency, "prefork", "INFO")
+            worker_argv("cpu,browser,gpu", settings.worker_concurrency, "prefork", "INFO")
         )
     try:
         uvicorn.run(

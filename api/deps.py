@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.config import Settings
 from api.models import ApiToken, Project, ProjectMember, Role, User, utcnow
-from api.security import SESSION_COOKIE, SessionSigner, token_digest
+from api.security import SESSION_COOKIE, SESSION_MAX_AGE, SessionSigner, token_digest
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -23,6 +23,19 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def start_session(request: Request, response: Response, user: User) -> None:
+    """Set the signed session cookie of a user who has just proved their password."""
+    signer: SessionSigner = request.app.state.signer
+    response.set_cookie(
+        SESSION_COOKIE,
+        signer.dumps(user.id),
+        max_age=SESSION_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
 
 
 def get_session(request: Request) -> Iterator[Session]:

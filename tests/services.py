@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -12,6 +13,8 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from api.cli import worker_argv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,25 +157,7 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "-Q",
-                queues,
-                "--pool",
-                "prefork",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
+            worker_argv(queues, concurrency=1, pool="prefork", loglevel="INFO"),
             cwd=REPO,
             env={**os.environ, **env},
             stdout=self._log,
@@ -199,4 +184,42 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def winnow_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a fresh install: no WINNOW_* settings but the data directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WINNOW_")}
+    return {**env, "WINNOW_DATA_DIR": str(data_dir), **extra}
+
+
+class ServeProcess:
+    """`winnow serve` on a free port, as a user starts it; stopped with SIGTERM."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+            cwd=REPO,
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, timeout=120, proc=self.proc)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def admin_password(self) -> str:
+        found = re.search(r"Created user 'admin' with password: (\S+)", self.log())
+        assert found, self.log()
+        return found.group(1)
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=60)
         self._log.close()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -12,35 +10,18 @@ from pathlib import Path
 
 import httpx
 
-from tests.services import REPO, free_port, wait_for_port
+from tests.services import REPO, ServeProcess, winnow_env
 
 WINNOW = [sys.executable, "-m", "api.cli"]
 
 
-def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WINNOW_")}
-    return {**env, "WINNOW_DATA_DIR": str(data_dir), **extra}
-
-
 def test_serve_embedded_default_then_demo(tmp_path: Path) -> None:
-    port = free_port()
-    env = _env(tmp_path / "data")
-    log = (tmp_path / "serve.log").open("wb")
-    serve = subprocess.Popen(
-        [*WINNOW, "serve", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    env = winnow_env(tmp_path / "data")
+    serve = ServeProcess(env, tmp_path / "serve.log")
     try:
-        wait_for_port(port, timeout=120, proc=serve)
-        base = f"http://127.0.0.1:{port}"
+        base = serve.url
         assert httpx.get(f"{base}/api/health").json()["database"] == "sqlite"
-        output = (tmp_path / "serve.log").read_text()
-        password = re.search(r"Created user 'admin' with password: (\S+)", output)
-        assert password, output
+        password = serve.admin_password()
 
         demo = subprocess.run(
             [*WINNOW, "demo", "--per-class", "4"], cwd=REPO, env=env, capture_output=True, text=True
@@ -49,9 +30,7 @@ def test_serve_embedded_default_then_demo(tmp_path: Path) -> None:
         assert "40 digit images in 10 classes" in demo.stdout
 
         with httpx.Client(base_url=base) as client:
-            login = client.post(
-                "/api/auth/login", json={"username": "admin", "password": password.group(1)}
-            )
+            login = client.post("/api/auth/login", json={"username": "admin", "password": password})
             assert login.status_code == 200
             projects = client.get("/api/projects").json()
             assert [p["counts"] for p in projects] == [{"pending": 40}]
@@ -69,16 +48,14 @@ def test_serve_embedded_default_then_demo(tmp_path: Path) -> None:
             while job["status"] in ("queued", "running") and time.monotonic() < deadline:
                 time.sleep(0.5)
                 job = client.get(f"/api/projects/{pid}/jobs/{job['id']}").json()
-            assert job["status"] == "succeeded", (job, (tmp_path / "serve.log").read_text()[-3000:])
+            assert job["status"] == "succeeded", (job, serve.log()[-3000:])
             assert client.get(f"/api/projects/{pid}").json()["counts"] == {"ok": 40}
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        serve.wait(timeout=60)
-        log.close()
+        serve.stop()
 
 
 def test_createuser_and_migrate(tmp_path: Path) -> None:
-    env = _env(tmp_path / "data", WINNOW_NEW_PASSWORD="a-long-password")
+    env = winnow_env(tmp_path / "data", WINNOW_NEW_PASSWORD="a-long-password")
     migrate = subprocess.run(
         [*WINNOW, "migrate"], cwd=REPO, env=env, capture_output=True, text=True
     )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.services import REPO, free_port, wait_for_port
+from tests.services import REPO, ServeProcess, winnow_env
 
 
 def walkthrough() -> str:
@@ -34,43 +32,30 @@ def test_readme_first_block_holds_the_two_commands() -> None:
 @pytest.mark.timeout(900)
 def test_walkthrough_works_verbatim(tmp_path: Path) -> None:
     script = walkthrough()
-    port = free_port()
-    # The only two edits a reader makes: nothing (the URL) and the printed password.
-    assert "W=http://127.0.0.1:8000\n" in script
-    script = script.replace("W=http://127.0.0.1:8000\n", f"W=http://127.0.0.1:{port}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WINNOW_")}
-    env["WINNOW_DATA_DIR"] = str(tmp_path / "data")
+    env = winnow_env(tmp_path / "data")
     work = tmp_path / "work"
     work.mkdir()
     # The walkthrough runs at the repository root, where .venv is.
     (work / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    serve = ServeProcess(env, tmp_path / "serve.log")
+    try:
+        # The only edits: where the service listens here, and the password it printed.
+        assert "W=http://127.0.0.1:8000\n" in script
+        script = script.replace("W=http://127.0.0.1:8000\n", f"W={serve.url}\n")
+        script = re.sub(
+            r"PASSWORD='[^']*'", f"PASSWORD='{serve.admin_password()}'", script, count=1
         )
-        try:
-            wait_for_port(port, timeout=120, proc=serve)
-            password = re.search(r"password: (\S+)", log_path.read_text())
-            assert password
-            script = re.sub(r"PASSWORD='[^']*'", f"PASSWORD='{password.group(1)}'", script, count=1)
-            done = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", script],
-                cwd=work,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=800,
-            )
-        finally:
-            os.killpg(serve.pid, signal.SIGTERM)
-            serve.wait(timeout=60)
-    assert done.returncode == 0, (done.stdout, done.stderr, log_path.read_text()[-4000:])
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=800,
+        )
+    finally:
+        serve.stop()
+    assert done.returncode == 0, (done.stdout, done.stderr, serve.log()[-4000:])
     out = done.stdout
     assert "'added': 600" in out
     assert "undo" in out

@@ -12,10 +12,10 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from api import projects
-from api.deps import DbSession, optional_user, project_access
+from api.deps import DbSession, optional_user, project_access, start_session
 from api.images import ImageFilter, Sort, latest_scored_model, list_images
 from api.models import ImageState, Job, ModelVersion, User
-from api.security import SESSION_COOKIE, SESSION_MAX_AGE, SessionSigner
+from api.security import SESSION_COOKIE, SessionSigner
 from api.users import authenticate
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
@@ -60,15 +60,7 @@ def login_form(
     # Only local paths: an open redirect would let a link send people elsewhere after login.
     target = next if next.startswith("/") and not next.startswith("//") else "/"
     response = RedirectResponse(target, status.HTTP_303_SEE_OTHER)
-    signer: SessionSigner = request.app.state.signer
-    response.set_cookie(
-        SESSION_COOKIE,
-        signer.dumps(user.id),
-        max_age=SESSION_MAX_AGE,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
+    start_session(request, response, user)
     return response
 
 

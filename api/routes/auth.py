@@ -8,13 +8,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import users
-from api.deps import AdminUser, CurrentUser, DbSession
+from api.deps import AdminUser, CurrentUser, DbSession, start_session
 from api.models import ApiToken, User
 from api.schemas import LoginIn, TokenCreated, TokenIn, TokenLogin, TokenOut, UserIn, UserOut
 from api.security import (
     SESSION_COOKIE,
-    SESSION_MAX_AGE,
-    SessionSigner,
     new_api_token,
     token_digest,
 )
@@ -29,15 +27,7 @@ def login(body: LoginIn, request: Request, response: Response, session: DbSessio
     user = authenticate(session, body.username, body.password)
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
-    signer: SessionSigner = request.app.state.signer
-    response.set_cookie(
-        SESSION_COOKIE,
-        signer.dumps(user.id),
-        max_age=SESSION_MAX_AGE,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
+    start_session(request, response, user)
     return user
 
 

@@ -14,7 +14,9 @@ from sqlalchemy import select
 from api import projects
 from api.deps import DbSession, optional_user, project_access, start_session
 from api.images import ImageFilter, Sort, latest_scored_model, list_images
+from api.model_schemas import ModelDetail
 from api.models import ImageState, Job, ModelVersion, User
+from api.routes.models import load_version
 from api.security import SESSION_COOKIE, SessionSigner
 from api.users import authenticate
 
@@ -156,3 +158,15 @@ def history_page(project_id: int, request: Request, session: DbSession, user: Pa
         return _login_redirect(request)
     access = project_access(project_id, session, user)
     return _render(request, "history.html", user, access=access, project=access.project)
+
+
+@router.get("/projects/{project_id}/models/{model_id}", response_class=HTMLResponse)
+def model_page(
+    project_id: int, model_id: int, request: Request, session: DbSession, user: PageUser
+) -> Response:
+    """One model: metrics per epoch, advice, confusion matrix, top losses with heatmaps."""
+    if user is None:
+        return _login_redirect(request)
+    access = project_access(project_id, session, user)
+    detail = ModelDetail.full(load_version(session, project_id, model_id))
+    return _render(request, "model.html", user, access=access, project=access.project, model=detail)

@@ -76,7 +76,12 @@ def test_models_over_rest(
     assert onnx.status_code == 200 and len(onnx.content) > 1000
     assert client.get(f"{base}/{second}/files/pickle").status_code == 422
 
+    # The same model as a page: epochs, confusion matrix, top losses with their heatmaps.
+    page = client.get(f"/projects/{project_id}/models/{second}")
+    assert page.status_code == 200
+    assert "Confusion matrix" in page.text and "grizzly" in page.text
     top = detail["interpretation"]["top_losses"][0]
+    assert f"{base}/{second}/gradcam/{top['image_id']}.png" in page.text
     heat = client.get(f"{base}/{second}/gradcam/{top['image_id']}.png")
     assert heat.status_code == 200 and heat.content.startswith(b"\x89PNG")
     assert client.get(f"{base}/{second}/gradcam/123456.png").status_code == 404

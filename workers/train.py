@@ -33,10 +33,17 @@ LR_FIND_ITERATIONS = 100
 
 
 def weights_path(settings: Settings, value: str | None) -> Path | None:
+    """A weights file named in job params, confined to the data or weights directory:
+    params come from any project editor, and must not open other files of the server."""
     if not value:
         return None
-    path = Path(value)
-    return path if path.is_absolute() else settings.data_dir / path
+    path = (settings.data_dir / value).resolve()
+    allowed = [settings.data_dir.resolve()]
+    if settings.weights_dir is not None:
+        allowed.append(settings.weights_dir.resolve())
+    if not any(path.is_relative_to(root) for root in allowed):
+        raise ValueError(f"weights_file must lie in the data directory: {value!r}")
+    return path
 
 
 def load_data(ctx: JobContext, valid_pct: float, seed: int) -> DataSplit:

@@ -62,3 +62,21 @@ def test_local_weights_file_loads_the_body(tmp_path: Path) -> None:
     assert torch.equal(from_pth["layer4.0.conv1.weight"], imagenet.layer4[0].conv1.weight)
     with pytest.raises(ValueError, match="do not fit"):
         build_model("resnet34", 2, True, weights_file=path)
+
+
+def test_weights_file_stays_inside_the_data_directory(tmp_path: Path) -> None:
+    from api.config import Settings
+    from workers.train import weights_path
+
+    settings = Settings(data_dir=tmp_path / "data", weights_dir=tmp_path / "weights")
+    assert (
+        weights_path(settings, "w/resnet18.safetensors")
+        == (tmp_path / "data" / "w" / "resnet18.safetensors").resolve()
+    )
+    assert (
+        weights_path(settings, str(tmp_path / "weights" / "r.pth"))
+        == (tmp_path / "weights" / "r.pth").resolve()
+    )
+    for hostile in ("../../etc/passwd", "/etc/passwd"):
+        with pytest.raises(ValueError, match="data directory"):
+            weights_path(settings, hostile)

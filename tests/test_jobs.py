@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,25 @@ def test_killed_worker_loses_no_job(stack: Stack) -> None:
     time.sleep(2.5)  # let the heartbeat go stale
     stack.worker = WorkerProcess(stack.env, stack.worker.log_path.with_suffix(".2.log"))
     # The new worker finds the orphan, queues it again and runs it (second attempt).
+    _wait_running(stack, pid, job["id"], attempts=2)
+    c.post(f"/api/projects/{pid}/jobs/{job['id']}/cancel")
+    assert stack.wait_job(pid, job["id"], timeout=60)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("stack", ["postgres-redis"], indirect=True)
+def test_a_live_worker_takes_over_from_a_dead_one(stack: Stack, tmp_path: Path) -> None:
+    c = stack.client
+    pid = _project_with_images(stack)
+    job = c.post(f"/api/projects/{pid}/jobs", json={"kind": "train", "params": LONG_TRAIN}).json()
+    _wait_running(stack, pid, job["id"])
+    # A second worker joins while the first is busy, then the first dies.
+    second = WorkerProcess(stack.env, tmp_path / "second.log")
+    deadline = time.monotonic() + 60
+    while "ready" not in second.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stack.worker.kill_hard()
+    stack.worker = second
+    # No restart: the live worker's watch finds the stale heartbeat and takes the job.
     _wait_running(stack, pid, job["id"], attempts=2)
     c.post(f"/api/projects/{pid}/jobs/{job['id']}/cancel")
     assert stack.wait_job(pid, job["id"], timeout=60)["status"] == "cancelled"

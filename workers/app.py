@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
 from celery import Celery
@@ -11,15 +14,33 @@ from kombu import Queue
 from api.config import get_settings
 from api.queue import QUEUES, celery_config
 
+log = logging.getLogger(__name__)
+
 app = Celery("winnow", include=["workers.tasks"])
 app.conf.update(celery_config(get_settings().celery_broker))
 app.conf.task_queues = [Queue(name) for name in QUEUES]
 
 
-@worker_ready.connect
-def _recover_orphans(**_kwargs: Any) -> None:
+def _watch_for_orphans() -> None:
+    """Requeue jobs of dead workers: once at start, then every half stale period.
+
+    At start for the embedded default (the one worker was the one that died); on a timer
+    for deployments where other workers live on when one of them dies.
+    """
     from workers.recovery import requeue_orphans
     from workers.runner import session_factory
 
     settings = get_settings()
-    requeue_orphans(session_factory(settings.db_url), settings)
+    factory = session_factory(settings.db_url)
+    interval = max(1.0, settings.job_stale_after / 2)
+    while True:
+        try:
+            requeue_orphans(factory, settings)
+        except Exception:
+            log.warning("looking for orphaned jobs failed; trying again later", exc_info=True)
+        time.sleep(interval)
+
+
+@worker_ready.connect
+def _start_orphan_watch(**_kwargs: Any) -> None:
+    threading.Thread(target=_watch_for_orphans, name="orphan-watch", daemon=True).start()

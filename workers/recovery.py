@@ -3,7 +3,8 @@
 A worker killed in the middle of a job (out of memory, a power cut, `kill -9`) leaves the
 job "running" for ever, and some brokers (the SQLite transport) lose the message with it.
 Every worker looks for such jobs when it starts and then on a timer; the job functions are
-idempotent, so running one again is safe. A job that keeps killing its workers fails after a few tries.
+idempotent, so running one again is safe. A job that keeps killing its workers fails after
+a few tries.
 """
 
 from __future__ import annotations

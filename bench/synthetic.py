@@ -21,9 +21,9 @@ if str(ROOT) not in sys.path:
 from api.config import Settings  # noqa: E402
 from api.db import Base, make_engine, make_session_factory, transaction  # noqa: E402
 from api.ingest import Provenance, add_image, class_by_name  # noqa: E402
-from api.models import ImageState, Job, Project  # noqa: E402
+from api.models import ImageState, Project  # noqa: E402
 from api.store import ImageStore  # noqa: E402
-from workers.runner import JobContext  # noqa: E402
+from workers.runner import JobContext, local_job  # noqa: E402
 
 HUES = {
     "red": (200, 50, 40),
@@ -98,16 +98,4 @@ def job_context(
     settings: Settings, project_id: int, kind: str, params: dict[str, object]
 ) -> JobContext:
     factory = make_session_factory(make_engine(settings.db_url))
-    with transaction(factory) as s:
-        job = Job(project_id=project_id, kind=kind, params=params)
-        s.add(job)
-        s.flush()
-        job_id = job.id
-    return JobContext(
-        job_id=job_id,
-        project_id=project_id,
-        params=dict(params),
-        settings=settings,
-        store=ImageStore(settings.data_dir / "images"),
-        factory=factory,
-    )
+    return local_job(factory, settings, project_id, kind, dict(params))

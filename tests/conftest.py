@@ -18,11 +18,10 @@ from api.config import Settings
 from api.db import Base, make_engine, make_session_factory, transaction
 from api.main import create_app
 from api.migrate import upgrade
-from api.models import Job, Project
-from api.store import ImageStore
+from api.models import Project
 from api.users import create_user
 from tests.services import PostgresServer, RedisServer, WorkerProcess
-from workers.runner import JobContext
+from workers.runner import JobContext, local_job
 
 SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -61,19 +60,7 @@ def job_context(
     """Build the context a job function gets from the runner, for calling it in-process."""
 
     def make(kind: str, params: dict[str, Any] | None = None) -> JobContext:
-        with transaction(factory) as s:
-            job = Job(project_id=project_id, kind=kind, params=params or {})
-            s.add(job)
-            s.flush()
-            job_id = job.id
-        return JobContext(
-            job_id=job_id,
-            project_id=project_id,
-            params=params or {},
-            settings=settings,
-            store=ImageStore(settings.data_dir / "images"),
-            factory=factory,
-        )
+        return local_job(factory, settings, project_id, kind, params or {})
 
     return make
 

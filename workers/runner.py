@@ -84,6 +84,32 @@ class JobContext:
 JobFn = Callable[[JobContext], dict[str, Any] | None]
 
 
+def context_for(job: Job, settings: Settings, factory: sessionmaker[Session]) -> JobContext:
+    return JobContext(
+        job_id=job.id,
+        project_id=job.project_id,
+        params=dict(job.params or {}),
+        settings=settings,
+        store=ImageStore(settings.data_dir / "images"),
+        factory=factory,
+    )
+
+
+def local_job(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    project_id: int,
+    kind: str,
+    params: dict[str, Any],
+) -> JobContext:
+    """A job row and its context, for calling a job function in this process (tests, benches)."""
+    with transaction(factory) as s:
+        job = Job(project_id=project_id, kind=kind, params=params)
+        s.add(job)
+        s.flush()
+        return context_for(job, settings, factory)
+
+
 @lru_cache
 def session_factory(url: str) -> sessionmaker[Session]:
     return make_session_factory(make_engine(url))
@@ -158,14 +184,7 @@ def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
             return job.status.value
         if not _claim(s, job, settings.job_stale_after):
             return "running elsewhere"
-        ctx = JobContext(
-            job_id=job.id,
-            project_id=job.project_id,
-            params=dict(job.params or {}),
-            settings=settings,
-            store=ImageStore(settings.data_dir / "images"),
-            factory=factory,
-        )
+        ctx = context_for(job, settings, factory)
 
     heartbeat = _Heartbeat(factory, job_id, max(0.5, settings.job_stale_after / 4))
     heartbeat.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -43,6 +44,13 @@ def class_by_name(session: Session, project_id: int, name: str, create: bool = F
     return cls
 
 
+@dataclass
+class NewImage:
+    data: bytes
+    label_id: int | None
+    provenance: Provenance
+
+
 def add_image(
     session: Session,
     store: ImageStore,
@@ -51,38 +59,68 @@ def add_image(
     label_id: int | None,
     provenance: Provenance,
 ) -> tuple[Image, bool]:
-    """Store the bytes and return (image, created).
+    """Store the bytes and return (image, created); see ``add_images``."""
+    [added] = add_images(session, store, project_id, [NewImage(data, label_id, provenance)])
+    return added
 
-    An exact duplicate (same SHA-256 in the project) is not stored twice: its
-    ``seen_count`` goes up and the first provenance is kept; a different class it arrives
-    under is kept in ``other_label_ids`` for a reviewer to settle. Safe to repeat.
+
+def add_images(
+    session: Session, store: ImageStore, project_id: int, items: Sequence[NewImage]
+) -> list[tuple[Image, bool]]:
+    """Store each file's bytes and return (image, created) for each, in order.
+
+    An exact duplicate (same SHA-256 in the project, or earlier in ``items``) is not
+    stored twice: its ``seen_count`` goes up and the first provenance is kept; a different
+    class it arrives under is kept in ``other_label_ids`` for a reviewer to settle. Safe to
+    repeat. One query finds the known files and one flush inserts the new rows, so a
+    batch costs about as much as a single image.
     """
-    sha = store.put(data)
-    existing = session.scalar(
-        select(Image).where(Image.project_id == project_id, Image.sha256 == sha)
-    )
-    if existing is not None:
-        existing.seen_count += 1
-        claims = existing.other_label_ids or []
-        if label_id is not None and label_id != existing.label_id and label_id not in claims:
-            existing.other_label_ids = [*claims, label_id]
-        return existing, False
-    fields = {k: v for k, v in vars(provenance).items() if k != "extra"}
-    image = Image(
-        project_id=project_id, sha256=sha, label_id=label_id, file_size=len(data), **fields
-    )
-    session.add(image)
+    shas = [store.put(item.data) for item in items]
+    known: dict[str, Image] = {}
+    for start in range(0, len(shas), 500):  # SQLite's bound-parameter limit
+        chunk = set(shas[start : start + 500])
+        query = select(Image).where(Image.project_id == project_id, Image.sha256.in_(chunk))
+        known.update((image.sha256, image) for image in session.scalars(query))
+    results: list[tuple[Image, bool]] = []
+    for sha, item in zip(shas, items, strict=True):
+        existing = known.get(sha)
+        if existing is not None:
+            existing.seen_count += 1
+            claims = existing.other_label_ids or []
+            label_id = item.label_id
+            if label_id is not None and label_id != existing.label_id and label_id not in claims:
+                existing.other_label_ids = [*claims, label_id]
+            results.append((existing, False))
+            continue
+        fields = {k: v for k, v in vars(item.provenance).items() if k != "extra"}
+        image = Image(
+            project_id=project_id,
+            sha256=sha,
+            label_id=item.label_id,
+            file_size=len(item.data),
+            seen_count=1,
+            **fields,
+        )
+        session.add(image)
+        known[sha] = image
+        results.append((image, True))
     session.flush()
-    return image, True
+    return results
 
 
-def parse_url_list(text: str) -> list[str]:
-    """fastai's urls_<class>.txt: one URL per line; blank lines and # comments ignored."""
+def parse_url_list(text: str | bytes) -> list[str]:
+    """URLs of a fastai ``urls_<class>.txt``: one per line; blank lines and ``#`` comments skipped.
+
+    Lines are kept as written (no scheme or syntax filtering) so that a bad line shows up
+    as a failed URL with its reason instead of silently disappearing.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8-sig", errors="replace")
     urls = []
-    for line in text.splitlines():
-        line = line.strip().lstrip("\ufeff")
-        if line and not line.startswith("#"):
-            urls.append(line)
+    for line in text.lstrip("\ufeff").splitlines():
+        url = line.strip()
+        if url and not url.startswith("#"):
+            urls.append(url)
     return urls
 
 

@@ -19,6 +19,13 @@ class ImportZipParams(_Params):
     label: str | None = Field(
         default=None, description="Class for files at the top level of the zip (no folder)."
     )
+    verify: bool = Field(
+        default=True,
+        description=(
+            "Verify images while they arrive (decode, normalised copy, thumbnail, duplicates);"
+            " when false they stay pending until a verify job."
+        ),
+    )
 
 
 class UrlItem(_Params):
@@ -28,6 +35,13 @@ class UrlItem(_Params):
 
 class ImportUrlsParams(_Params):
     items: list[UrlItem] = Field(min_length=1, max_length=100_000)
+    verify: bool = Field(
+        default=True,
+        description=(
+            "Verify images while they arrive (decode, normalised copy, thumbnail, duplicates);"
+            " when false they stay pending until a verify job."
+        ),
+    )
 
 
 Engine = Literal["bing", "duckduckgo"]
@@ -46,6 +60,13 @@ class HarvestParams(_Params):
     min_width: int = Field(default=0, ge=0)
     min_height: int = Field(default=0, ge=0)
     safe_search: bool = True
+    verify: bool = Field(
+        default=True,
+        description=(
+            "Verify images while they arrive (decode, normalised copy, thumbnail, duplicates);"
+            " when false they stay pending until a verify job."
+        ),
+    )
 
 
 class VerifyParams(_Params):

@@ -64,6 +64,9 @@ def test_whole_loop(stack: Stack, image_server: str) -> None:
     done = stack.wait_job(pid, job.json()["id"])
     assert done["status"] == "succeeded", done
     assert done["result"]["added"] == 29
+    # Verified while importing: the broken file is rejected with its reason.
+    verified = done["result"]["verify"]
+    assert (verified["verified"], verified["ok"], verified["rejected"]) == (29, 28, 1)
 
     urls = "\n".join(f"{image_server}/img/blue/{n}.jpg" for n in range(100, 104))
     urls += f"\n{image_server}/missing.jpg\n"
@@ -77,15 +80,25 @@ def test_whole_loop(stack: Stack, image_server: str) -> None:
     failures = done["result"]["failures"]
     assert [f["url"] for f in failures] == [f"{image_server}/missing.jpg"]
     assert "404" in failures[0]["reason"]
+    assert done["result"]["verify"]["ok"] == 4
 
-    # Verify: the broken file is rejected with a reason, the rest is ok.
-    done = stack.run_job(pid, "verify")
+    # Plain image files: added at once, verified by the job the upload starts.
+    files = [("files", (f"{n}.jpg", picture("red", n), "image/jpeg")) for n in (500, 501)]
+    upload = c.post(f"/api/projects/{pid}/imports/images", files=files, data={"label": "red"})
+    assert upload.status_code == 201, upload.text
+    assert upload.json()["added"] == 2 and upload.json()["verify_job_id"]
+    done = stack.wait_job(pid, upload.json()["verify_job_id"])
+    assert done["status"] == "succeeded" and done["result"]["ok"] == 2, done
+
+    # A verify job rechecks everything; the verdicts stand.
+    done = stack.run_job(pid, "verify", {"recheck": True})
     assert done["status"] == "succeeded", done
+    assert (done["result"]["verified"], done["result"]["ok"]) == (35, 34)
     rejected = c.get(f"/api/projects/{pid}/images", params={"state": "rejected"}).json()
     assert rejected["total"] == 1
     assert rejected["items"][0]["reject_reason"]
     ok = c.get(f"/api/projects/{pid}/images", params={"state": "ok", "limit": 1000}).json()
-    assert ok["total"] == 32
+    assert ok["total"] == 34
 
     # Train a tiny model on the CPU; per-epoch metrics are stored.
     done = stack.run_job(
@@ -114,7 +127,7 @@ def test_whole_loop(stack: Stack, image_server: str) -> None:
     assert done["status"] == "succeeded", done
     top = c.get(f"/api/projects/{pid}/images", params={"state": "ok", "sort": "-loss"}).json()
     losses = [i["loss"] for i in top["items"]]
-    assert len(losses) == 32 and None not in losses
+    assert len(losses) == 34 and None not in losses
     assert losses == sorted(losses, reverse=True)
 
     # Clean: relabel, a stale edit, delete, restore, undo.
@@ -147,7 +160,7 @@ def test_whole_loop(stack: Stack, image_server: str) -> None:
     exported = c.get(f"/api/projects/{pid}/export/cleaned.csv")
     assert exported.status_code == 200
     rows = list(csv.DictReader(io.StringIO(exported.text)))
-    assert len(rows) == 31
+    assert len(rows) == 33
     assert {r["label"] for r in rows} == {"red", "blue"}
     assert all(r["name"].startswith(f"{r['label']}/") for r in rows)
     archive_resp = c.get(f"/api/projects/{pid}/export/imagefolder.zip")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -24,7 +25,7 @@ from tests.test_decode import encode, hostile_corpus, photo
 from tests.test_dedupe import scene
 from workers.decode import DecodeLimits, Reason
 from workers.runner import JobCancelled, JobContext
-from workers.verify import Verdict, verify_file, verify_job
+from workers.verify import Verdict, Verifier, verify_file, verify_job
 
 MakeContext = Callable[..., JobContext]
 
@@ -33,6 +34,12 @@ def crash_on_marked_png(sha256: str, store: ImageStore, limits: DecodeLimits) ->
     """A decoder that segfaults on one file; injected by argument, never in production."""
     if b"crash-me" in store.read(sha256, "raw"):
         os.kill(os.getpid(), signal.SIGSEGV)
+    return verify_file(sha256, store, limits)
+
+
+def slow_verify(sha256: str, store: ImageStore, limits: DecodeLimits) -> Verdict:
+    """A decoder slow enough that an abort finds most files still queued."""
+    time.sleep(0.05)
     return verify_file(sha256, store, limits)
 
 
@@ -212,3 +219,53 @@ def test_cancel_stops_the_children_and_keeps_what_was_verified(
     assert states[ImageState.ok] == 3 and states[ImageState.pending] == 9
     with transaction(factory) as s:
         assert len(s.scalars(select(LabelEvent)).all()) == 3
+
+
+def test_verifier_decodes_images_as_they_are_submitted(
+    factory: sessionmaker[Session], project_id: int, job_context: MakeContext
+) -> None:
+    ctx = job_context("import_urls", {"items": [{"url": "http://x.test/1.jpg", "label": "a"}]})
+    first = {f"bears/{i}.jpg": encode(scene(i, (96, 72)), "JPEG") for i in range(4)}
+    later = {"bears/cut.png": encode(photo((120, 90)), "PNG")[:300], **first}
+    verifier = Verifier(ctx, workers=2)
+    ids = ingest(factory, ctx.store, project_id, first)
+    verifier.submit((image.sha256, image.id) for image in images(factory).values())
+    # A second batch arrives while the first is being decoded; repeats are decoded once.
+    ids |= ingest(factory, ctx.store, project_id, later)
+    verifier.submit((image.sha256, image.id) for image in images(factory).values())
+    progress: list[tuple[int, int]] = []
+    summary = verifier.close(lambda done, submitted: progress.append((done, submitted)))
+
+    assert (summary["verified"], summary["ok"], summary["rejected_by_reason"]) == (
+        5,
+        4,
+        {"truncated": 1},
+    )
+    assert all(done <= submitted == 5 for done, submitted in progress)
+    stored = images(factory)
+    assert stored[ids["bears/cut.png"]].reject_reason == "truncated"
+    assert all(stored[ids[name]].state is ImageState.ok for name in first)
+    assert billiard.active_children() == []
+
+
+def test_an_aborted_verifier_leaves_the_rest_pending(
+    factory: sessionmaker[Session], project_id: int, job_context: MakeContext
+) -> None:
+    ctx = job_context("import_urls", {"items": [{"url": "http://x.test/1.jpg", "label": "a"}]})
+    files = {f"bears/{i}.jpg": encode(scene(i, (96, 72)), "JPEG") for i in range(40)}
+    ingest(factory, ctx.store, project_id, files)
+    verifier = Verifier(ctx, process=slow_verify, workers=1)
+    verifier.submit((image.sha256, image.id) for image in images(factory).values())
+    verifier.abort()
+
+    states = Counter(image.state for image in images(factory).values())
+    # Only what the child had in hand when the import stopped was decoded and recorded.
+    assert (
+        states[ImageState.pending] >= 30
+        and states[ImageState.ok] == 40 - states[ImageState.pending]
+    )
+    assert billiard.active_children() == []
+    # Nothing is lost: the verify job takes the rest.
+    result = verify_job(job_context("verify"), workers=1)
+    assert result["verified"] == states[ImageState.pending]
+    assert all(image.state is ImageState.ok for image in images(factory).values())

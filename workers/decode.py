@@ -366,10 +366,14 @@ class DecoderPool(Generic[T, R]):
         self._workers = []
 
     def imap_unordered(self, items: Iterable[T]) -> Iterator[Outcome[T, R]]:
+        """Outcomes as they finish. ``items`` may yield ``IDLE`` when it has nothing yet
+        (a feed still being filled): the pool then tends to running items and asks again."""
         todo = iter(items)
+        exhausted = False
         while len(self._workers) < self.size:
             self._workers.append(_Worker(self._ctx, self.fn, self.limits))
         while True:
+            idle = False
             for index, worker in enumerate(self._workers):
                 if not worker.queue and (
                     worker.broken or worker.sent >= self.max_tasks or not worker.process.is_alive()
@@ -377,14 +381,20 @@ class DecoderPool(Generic[T, R]):
                     # Also recycled now and then, so that leaks in C decoders do not pile up.
                     worker.stop(kill=worker.broken)
                     worker = self._workers[index] = _Worker(self._ctx, self.fn, self.limits)
-                while len(worker.queue) < self.depth and worker.sent < self.max_tasks:
+                while not idle and len(worker.queue) < self.depth and worker.sent < self.max_tasks:
                     item = self._retry.popleft() if self._retry else next(todo, _DONE)
                     if item is _DONE:
+                        exhausted = True
+                        break
+                    if item is IDLE:
+                        idle = True
                         break
                     worker.give(item)
             busy = [w for w in self._workers if w.queue]
             if not busy:
-                return
+                if exhausted:
+                    return
+                continue  # the feed waited before saying IDLE: ask it again
             wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
             for worker in busy:
                 yield from self._collect(worker)
@@ -418,6 +428,8 @@ class DecoderPool(Generic[T, R]):
 
 
 _DONE: Any = object()
+# Yielded by a feed that has no item yet but is not finished.
+IDLE: Any = object()
 
 
 def _serve(conn: Any, fn: Callable[[Any], Any], limits: DecodeLimits) -> None:

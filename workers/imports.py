@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import zipfile
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Any
 
-from api.ingest import Provenance, add_image, class_by_name
+from api.ingest import NewImage, Provenance, add_images, class_by_name
+from api.models import ImageState
 from api.params import ImportZipParams
 from workers.runner import JobContext
+from workers.verify import Verifier, verifying_import
 
 MAX_MEMBERS = 200_000
 BATCH = 200
@@ -31,6 +34,17 @@ def _skip(info: zipfile.ZipInfo) -> bool:
 
 def import_zip_job(ctx: JobContext) -> dict[str, Any]:
     params = ImportZipParams.model_validate(ctx.params)
+    work = partial(_import_zip, ctx, params)
+    return verifying_import(ctx, params.verify, work, _account)
+
+
+def _account(result: dict[str, Any]) -> str:
+    return f"done: {result['added']} added, {result['duplicates']} duplicates"
+
+
+def _import_zip(
+    ctx: JobContext, params: ImportZipParams, verifier: Verifier | None
+) -> dict[str, Any]:
     path = ctx.settings.data_dir / params.upload
     max_bytes = ctx.settings.download_max_bytes
     added = duplicates = 0
@@ -44,7 +58,9 @@ def import_zip_job(ctx: JobContext) -> dict[str, Any]:
             ctx.report(start, len(members), f"{added} added, {duplicates} duplicates")
             # One short transaction per batch: a redelivered job redoes at most one
             # batch, and add_image makes the redo a no-op for rows already there.
+            pending: list[tuple[str, int]] = []
             with ctx.session() as session:
+                items = []
                 for info in members[start : start + BATCH]:
                     name = _class_of(info.filename, params.label)
                     if name is None:
@@ -59,11 +75,15 @@ def import_zip_job(ctx: JobContext) -> dict[str, Any]:
                     if name not in classes:
                         classes[name] = class_by_name(session, ctx.project_id, name, create=True).id
                     prov = Provenance(source="zip", filename=info.filename)
-                    _, created = add_image(
-                        session, ctx.store, ctx.project_id, data, classes[name], prov
-                    )
+                    items.append(NewImage(data, classes[name], prov))
+                for image, created in add_images(session, ctx.store, ctx.project_id, items):
                     added += created
                     duplicates += not created
+                    if image.state is ImageState.pending:
+                        pending.append((image.sha256, image.id))
+            if verifier is not None:
+                # After the commit: the verifier's writes must find these rows.
+                verifier.submit(pending)
     return {
         "added": added,
         "duplicates": duplicates,

@@ -1,9 +1,13 @@
-"""The verify job: any file in, a clean dataset out, nothing lost.
+"""Verification: any file in, a clean dataset out, nothing lost.
 
-Each pending image (every non-deleted one with ``recheck``) is decoded once in an isolated
-child process, which writes the normalised copy and the thumbnail to the store and returns
-a small verdict. The parent only writes verdicts to the database, in batches, and records a
-label event for every state it changes. Near-duplicates are grouped at the end.
+Each image is decoded once in an isolated child process, which writes the normalised copy
+and the thumbnail to the store and returns a small verdict. The parent only writes verdicts
+to the database, in batches, and records a label event for every state it changes.
+Near-duplicates are grouped at the end.
+
+Imports verify what they bring in while they run (``Verifier``); the verify job takes every
+pending image (every non-deleted one with ``recheck``): what an import left pending, or a
+recheck after the limits changed.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -27,7 +31,16 @@ from api.config import Settings
 from api.models import Image, ImageState, LabelEvent
 from api.params import VerifyParams
 from api.store import ImageStore
-from workers.decode import DecodeLimits, DecoderPool, Outcome, Reason, Rejected, decode, shrink
+from workers.decode import (
+    IDLE,
+    DecodeLimits,
+    DecoderPool,
+    Outcome,
+    Reason,
+    Rejected,
+    decode,
+    shrink,
+)
 from workers.dedupe import phash, regroup
 from workers.runner import JobContext
 
@@ -96,7 +109,6 @@ def verify_job(
 ) -> dict[str, Any]:
     """Verify the project's images; ``process`` and ``workers`` are for tests and benches."""
     params = VerifyParams.model_validate(ctx.params)
-    limits = limits_from(ctx.settings)
     started = time.monotonic()
     with ctx.session() as s:
         query = select(Image.sha256, Image.id).where(Image.project_id == ctx.project_id)
@@ -108,55 +120,208 @@ def verify_job(
         reviewed = _reviewed(s, ctx.project_id) if params.recheck else set()
     total = len(ids)
     ctx.report(0, total, f"verifying {total} images", force=True)
-
-    tally: Counter[str] = Counter()
-    accepted: list[int] = []
-    writer = _Writer(
-        partial(_write, ctx, ids=ids, reviewed=reviewed, tally=tally, accepted=accepted)
+    run = _Run(ctx, ids, reviewed)
+    run.decode(
+        list(ids),
+        process,
+        workers,
+        lambda done: ctx.report(done, total, f"verified {done} of {total}"),
     )
-    batch: list[Verdict] = []
-    flushed = time.monotonic()
-    task = partial(process, store=ctx.store, limits=limits)
-    try:
-        with DecoderPool(task, workers, limits) as pool:
-            for done, outcome in enumerate(pool.imap_unordered(list(ids)), start=1):
-                batch.append(_verdict(outcome))
-                if len(batch) >= BATCH_SIZE or time.monotonic() - flushed > FLUSH_SECONDS:
-                    writer.put(batch)
-                    batch, flushed = [], time.monotonic()
-                ctx.report(done, total, f"verified {done} of {total}")
-    finally:
-        # Verdicts already in hand are kept, also when the job is cancelled.
-        writer.close(batch)
-
     ctx.report(total, total, "grouping duplicates", force=True)
-    with ctx.session() as s:
-        groups = regroup(s, ctx.project_id, None if params.recheck else accepted)
-        exact = s.scalar(
-            select(func.coalesce(func.sum(Image.seen_count - 1), 0)).where(
-                Image.project_id == ctx.project_id, Image.state != ImageState.deleted
+    summary = run.conclude(params.recheck, started)
+    ctx.report(total, total, summary_line(summary), force=True)
+    return summary
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    return (
+        f"{summary['ok']} ok, {summary['rejected']} rejected, "
+        f"{summary['duplicate_groups']} duplicate groups"
+    )
+
+
+class Verifier:
+    """Verifies images while an import is still bringing them in.
+
+    An import hands over each pending image as soon as it is stored; a thread feeds them
+    to a DecoderPool, so decoding overlaps the downloads instead of waiting for a verify
+    job after them. What is not verified when the import stops early (cancelled, failed)
+    stays pending for the next verify job: nothing is lost either way.
+    """
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        process: Callable[..., Verdict] = verify_file,
+        workers: int | None = None,
+    ) -> None:
+        self._run = _Run(ctx, {}, set())
+        self._feed: queue.Queue[str | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._started = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._decode, args=(process, workers), name="verifier", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, images: Iterable[tuple[str, int]]) -> None:
+        """Queue (sha256, image id) pairs; each file is verified once."""
+        for sha256, image_id in images:
+            if sha256 not in self._run.ids:
+                self._run.ids[sha256] = image_id
+                self._feed.put(sha256)
+
+    @property
+    def submitted(self) -> int:
+        return len(self._run.ids)
+
+    @property
+    def verified(self) -> int:
+        return self._run.done
+
+    def close(self, on_wait: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Wait for everything submitted, group duplicates among the accepted images and
+        return the verify summary. ``on_wait(verified, submitted)`` is called about every
+        second meanwhile; if it raises (a cancel), the rest is left pending."""
+        self._feed.put(None)
+        try:
+            while self._thread.is_alive():
+                self._thread.join(timeout=1.0)
+                if on_wait is not None and self._thread.is_alive():
+                    on_wait(self.verified, self.submitted)
+        except BaseException:
+            self.abort()
+            raise
+        if self._error is not None:
+            raise self._error
+        return self._run.conclude(False, self._started)
+
+    def abort(self) -> None:
+        """Stop after the files being decoded now; their verdicts are still written."""
+        self._stop.set()
+        self._feed.put(None)
+        self._thread.join()
+
+    def _items(self) -> Iterator[str]:
+        while not self._stop.is_set():
+            try:
+                item = self._feed.get(timeout=0.05)
+            except queue.Empty:
+                yield IDLE
+                continue
+            if item is None:
+                return
+            yield item
+
+    def _decode(self, process: Callable[..., Verdict], workers: int | None) -> None:
+        try:
+            self._run.decode(self._items(), process, workers)
+        except BaseException as exc:
+            self._error = exc
+
+
+def verifying_import(
+    ctx: JobContext,
+    enabled: bool,
+    work: Callable[[Verifier | None], dict[str, Any]],
+    done: Callable[[dict[str, Any]], str],
+) -> dict[str, Any]:
+    """Run an import's ``work`` with a Verifier (when ``enabled``); its summary goes into
+    the import's result under "verify", and into the last progress message after
+    ``done(result)``, the import's own account."""
+    if not enabled:
+        return work(None)
+    verifier = Verifier(ctx)
+    try:
+        result = work(verifier)
+    except BaseException:
+        verifier.abort()
+        raise
+
+    def waiting(verified: int, submitted: int) -> None:
+        ctx.report(verified, submitted, f"verifying: {verified} of {submitted}")
+
+    summary = result["verify"] = verifier.close(waiting)
+    count = summary["verified"]
+    message = f"{done(result)}; verified {count}: {summary_line(summary)}"
+    ctx.report(count, count, message, force=True)
+    return result
+
+
+class _Run:
+    """One pass of decoding: verdicts written in batches, then duplicates grouped."""
+
+    def __init__(self, ctx: JobContext, ids: dict[str, int], reviewed: set[int]) -> None:
+        self.ctx = ctx
+        self.ids = ids  # sha256 -> image id of everything to decode
+        self.reviewed = reviewed
+        self.tally: Counter[str] = Counter()
+        self.accepted: list[int] = []
+        self.done = 0
+
+    def decode(
+        self,
+        items: Iterable[str],
+        process: Callable[..., Verdict],
+        workers: int | None,
+        on_verdict: Callable[[int], None] | None = None,
+    ) -> None:
+        ctx = self.ctx
+        limits = limits_from(ctx.settings)
+        writer = _Writer(
+            partial(
+                _write,
+                ctx,
+                ids=self.ids,
+                reviewed=self.reviewed,
+                tally=self.tally,
+                accepted=self.accepted,
             )
         )
-    seconds = time.monotonic() - started
-    rejected = {k.removeprefix("rejected:"): v for k, v in tally.items() if k.startswith("rej")}
-    summary = (
-        f"{tally['ok']} ok, {sum(rejected.values())} rejected, {groups.groups} duplicate groups"
-    )
-    ctx.report(total, total, summary, force=True)
-    return {
-        "verified": total,
-        "ok": tally["ok"],
-        "rejected": sum(rejected.values()),
-        "rejected_by_reason": dict(sorted(rejected.items())),
-        "kept_by_reviewer": tally["kept"],
-        "exact_duplicates": int(exact or 0),
-        "near_duplicates": groups.near_duplicates,
-        "duplicate_groups": groups.groups,
-        "cross_class_group_count": len(groups.cross_class),
-        "cross_class_groups": groups.cross_class[:CROSS_CLASS_LISTED],
-        "seconds": round(seconds, 3),
-        "images_per_second": round(total / seconds, 1) if seconds > 0 else None,
-    }
+        batch: list[Verdict] = []
+        flushed = time.monotonic()
+        task = partial(process, store=ctx.store, limits=limits)
+        try:
+            with DecoderPool(task, workers, limits) as pool:
+                for outcome in pool.imap_unordered(items):
+                    batch.append(_verdict(outcome))
+                    self.done += 1
+                    if len(batch) >= BATCH_SIZE or time.monotonic() - flushed > FLUSH_SECONDS:
+                        writer.put(batch)
+                        batch, flushed = [], time.monotonic()
+                    if on_verdict is not None:
+                        on_verdict(self.done)
+        finally:
+            # Verdicts already in hand are kept, also when the job is cancelled.
+            writer.close(batch)
+
+    def conclude(self, recheck: bool, started: float) -> dict[str, Any]:
+        ctx, tally = self.ctx, self.tally
+        with ctx.session() as s:
+            groups = regroup(s, ctx.project_id, None if recheck else self.accepted)
+            exact = s.scalar(
+                select(func.coalesce(func.sum(Image.seen_count - 1), 0)).where(
+                    Image.project_id == ctx.project_id, Image.state != ImageState.deleted
+                )
+            )
+        seconds = time.monotonic() - started
+        rejected = {k.removeprefix("rejected:"): v for k, v in tally.items() if k.startswith("rej")}
+        total = self.done
+        return {
+            "verified": total,
+            "ok": tally["ok"],
+            "rejected": sum(rejected.values()),
+            "rejected_by_reason": dict(sorted(rejected.items())),
+            "kept_by_reviewer": tally["kept"],
+            "exact_duplicates": int(exact or 0),
+            "near_duplicates": groups.near_duplicates,
+            "duplicate_groups": groups.groups,
+            "cross_class_group_count": len(groups.cross_class),
+            "cross_class_groups": groups.cross_class[:CROSS_CLASS_LISTED],
+            "seconds": round(seconds, 3),
+            "images_per_second": round(total / seconds, 1) if seconds > 0 else None,
+        }
 
 
 class _Writer:

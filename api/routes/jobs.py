@@ -15,7 +15,7 @@ from api.config import Settings
 from api.deps import Access, DbSession, EditorAccess, ProjectAccess, SettingsDep
 from api.ingest import Provenance, add_image, class_by_name, class_from_filename, parse_url_list
 from api.models import Job, JobStatus
-from api.params import ImportUrlsParams, ImportZipParams, JobRequest, UrlItem
+from api.params import ImportUrlsParams, ImportZipParams, JobRequest, UrlItem, VerifyParams
 from api.schemas import JobOut
 from api.store import ImageStore
 
@@ -109,11 +109,14 @@ def import_zip(
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="A zip in ImageFolder layout: <class>/<image>.")],
     label: Annotated[str | None, Form(description="Class for files outside any folder.")] = None,
+    verify: Annotated[
+        bool, Form(description="Verify the images as they arrive (else a verify job does).")
+    ] = True,
 ) -> Job:
     """Import a zip: each folder name is a class (created when new)."""
     relative = Path("uploads") / f"{uuid.uuid4().hex}.zip"
     _save_upload(file, settings.data_dir / relative, MAX_UPLOAD_BYTES)
-    params = ImportZipParams(upload=relative.as_posix(), label=label)
+    params = ImportZipParams(upload=relative.as_posix(), label=label, verify=verify)
     return start_job(session, settings, access, "import_zip", params.model_dump(mode="json"))
 
 
@@ -130,6 +133,9 @@ def import_url_files(
     label: Annotated[
         str | None, Form(description="Class for every URL (else from file name).")
     ] = None,
+    verify: Annotated[
+        bool, Form(description="Verify the images as they arrive (else a verify job does).")
+    ] = True,
 ) -> Job:
     """Import URL lists: one URL per line; the class comes from `label` or urls_<class>.txt."""
     items: list[UrlItem] = []
@@ -144,7 +150,7 @@ def import_url_files(
         items.extend(UrlItem(url=u, label=cls) for u in parse_url_list(text))
     if not items:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no URLs in the files")
-    params = ImportUrlsParams(items=items)
+    params = ImportUrlsParams(items=items, verify=verify)
     return start_job(session, settings, access, "import_urls", params.model_dump(mode="json"))
 
 
@@ -157,8 +163,12 @@ def upload_images(
     label: Annotated[
         str | None, Form(description="Class of all the files (created if new).")
     ] = None,
-) -> dict[str, int]:
-    """Add image files directly; they are pending until a verify job has decoded them."""
+    verify: Annotated[
+        bool, Form(description="Start a verify job for them (else they stay pending).")
+    ] = True,
+) -> dict[str, int | None]:
+    """Add image files directly. They are pending until decoded by a verify job, which
+    starts at once unless ``verify`` is false; its id is ``verify_job_id``."""
     store = ImageStore(settings.data_dir / "images")
     label_id = class_by_name(session, access.project.id, label, create=True).id if label else None
     added = duplicates = 0
@@ -172,4 +182,7 @@ def upload_images(
         _, created = add_image(session, store, access.project.id, data, label_id, prov)
         added += created
         duplicates += not created
-    return {"added": added, "duplicates": duplicates}
+    job_id = None
+    if verify and added:
+        job_id = start_job(session, settings, access, "verify", VerifyParams().model_dump()).id
+    return {"added": added, "duplicates": duplicates, "verify_job_id": job_id}

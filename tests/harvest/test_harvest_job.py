@@ -97,7 +97,11 @@ def test_bing_harvest_stores_provenance_and_reruns_without_duplicates(
         1,
         class_id,
     )
-    assert first.query == "grizzly bear -dog -arctos" and first.state is ImageState.pending
+    # Verified while downloading: decoded, normalised copy and thumbnail written.
+    assert first.query == "grizzly bear -dog -arctos" and first.state is ImageState.ok
+    assert all(i.state is ImageState.ok and i.width and i.phash for i in stored)
+    assert ctx.store.exists(first.sha256, "normal") and ctx.store.exists(first.sha256, "thumb")
+    assert (result["verify"]["verified"], result["verify"]["ok"]) == (40, 40)
     assert first.image_url == fake_engine.image_url(first.query, 1)
     assert first.page_url == f"{fake_engine.url}/page/1" and first.thumbnail_url and first.title
     assert (first.http_status, first.content_type, first.filename) == (200, "image/jpeg", "1.jpg")
@@ -119,6 +123,7 @@ def test_bing_harvest_stores_provenance_and_reruns_without_duplicates(
         4,
     )
     assert len(images(factory, project_id)) == 40
+    assert again["verify"]["verified"] == 0
     # Only the URLs that gave no new row are fetched again: 4 failures and the duplicate.
     assert fake_engine.hits("/img/") - fetched_before == 5
 

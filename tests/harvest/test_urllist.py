@@ -9,9 +9,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.config import Settings
-from api.models import Image, ImageClass, Job
+from api.ingest import parse_url_list
+from api.models import Image, ImageClass, ImageState, Job
 from tests.harvest.server import LocalServer, Reply, Request, jpeg
-from workers.harvest.urllist import import_urls_job, parse_url_list
+from workers.harvest.urllist import import_urls_job
 from workers.runner import JobCancelled, JobContext, run_job
 
 MakeContext = Callable[..., JobContext]
@@ -88,6 +89,10 @@ def test_import_urls_job_downloads_dedupes_and_explains_failures(
     )
     assert by_url[good[0]].seen_count == 2
     assert job is not None and job.message.startswith("done: found 14, downloaded 8")
+    # Verified while downloading: every stored image decoded, none left pending.
+    assert "; verified 8: 8 ok, 0 rejected" in job.message
+    assert (result["verify"]["verified"], result["verify"]["ok"]) == (8, 8)
+    assert all(i.state is ImageState.ok for i in stored)
 
     again = import_urls_job(job_context("import_urls", {"items": items}))
     assert (again["downloaded"], again["skipped"]) == (0, 9)
@@ -126,3 +131,19 @@ def test_failures_land_in_the_job_result_through_the_runner(
         assert stored.result["failures"] == [
             {"url": f"{server.url}/missing.jpg", "reason": "HTTP 404", "class": "grizzly"}
         ]
+
+
+def test_import_without_verify_leaves_images_pending(
+    server: LocalServer, factory: sessionmaker[Session], project_id: int, job_context: MakeContext
+) -> None:
+    items = [{"url": f"{server.url}/img/{n}.jpg", "label": "grizzly"} for n in range(1, 4)]
+    ctx = job_context("import_urls", {"items": items, "verify": False})
+    result = import_urls_job(ctx)
+
+    assert result["downloaded"] == 3 and "verify" not in result
+    with factory() as session:
+        stored = session.scalars(select(Image).where(Image.project_id == project_id)).all()
+        job = session.get(Job, ctx.job_id)
+    assert [i.state for i in stored] == [ImageState.pending] * 3
+    assert job is not None and job.message.startswith("done: found 3, downloaded 3")
+    assert not any(ctx.store.exists(i.sha256, "normal") for i in stored)

@@ -83,7 +83,11 @@ const winnow = (() => {
           else if (el.name) body.append(el.name, el.value);
         }
         const result = await api("POST", d.upload, body);
-        flash(result && result.kind ? `Job ${result.id} (${result.kind}) queued.` : `Added ${result.added}, duplicates ${result.duplicates}.`);
+        if (result && result.kind) flash(`Job ${result.id} (${result.kind}) queued; images are verified as they arrive.`);
+        else {
+          const verifying = result.verify_job_id ? `; verifying them (job ${result.verify_job_id})` : "";
+          flash(`Added ${result.added}, duplicates ${result.duplicates}${verifying}.`);
+        }
         form.reset();
         document.body.dispatchEvent(new Event("winnow:job"));
       } else if ("job" in d) {

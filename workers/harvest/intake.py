@@ -2,7 +2,8 @@
 
 Shared by the search harvest and the URL-list import. Downloads run concurrently in the
 event loop; results are stored in short transactions on a worker thread, a batch at a
-time, so the database never waits on the network and the network never waits on it.
+time, so the database never waits on the network and the network never waits on it. Each
+stored batch goes on to a ``Verifier`` at once, so decoding overlaps the downloads.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.ingest import Provenance, add_image
-from api.models import Image
+from api.ingest import NewImage, Provenance, add_images
+from api.models import Image, ImageState
 from workers.harvest.download import Download, Downloader
 from workers.harvest.tally import Tally
 from workers.runner import JobContext
+from workers.verify import Verifier
 
 BATCH = 200
 QUEUE_SIZE = 256
@@ -61,12 +63,20 @@ def known_urls(session: Session, project_id: int, urls: Sequence[str]) -> set[st
     return found
 
 
-def store_batch(ctx: JobContext, batch: Sequence[tuple[Candidate, Download]]) -> list[bool]:
-    """Add downloaded images in one transaction; return which were new (not duplicates)."""
+@dataclass(frozen=True)
+class Stored:
+    new: bool  # False: an exact duplicate of an image the project has
+    sha256: str
+    image_id: int
+    pending: bool  # not verified yet
+
+
+def store_batch(ctx: JobContext, batch: Sequence[tuple[Candidate, Download]]) -> list[Stored]:
+    """Add downloaded images in one transaction; say for each what became of it."""
     for attempt in range(1, STORE_TRIES + 1):
         try:
             with ctx.session() as session:
-                created = []
+                items = []
                 for candidate, download in batch:
                     assert download.data is not None
                     provenance = replace(
@@ -76,16 +86,12 @@ def store_batch(ctx: JobContext, batch: Sequence[tuple[Candidate, Download]]) ->
                         fetched_at=download.fetched_at,
                         harvest_job_id=ctx.job_id,
                     )
-                    _image, new = add_image(
-                        session,
-                        ctx.store,
-                        ctx.project_id,
-                        download.data,
-                        candidate.label_id,
-                        provenance,
-                    )
-                    created.append(new)
-                return created
+                    items.append(NewImage(download.data, candidate.label_id, provenance))
+                stored = [
+                    Stored(new, image.sha256, image.id, image.state is ImageState.pending)
+                    for image, new in add_images(session, ctx.store, ctx.project_id, items)
+                ]
+                return stored
         except IntegrityError:
             if attempt == STORE_TRIES:
                 raise
@@ -111,8 +117,10 @@ async def take_in(
     downloader: Downloader,
     tally: Tally,
     phase: str = "downloading",
+    verifier: Verifier | None = None,
 ) -> None:
-    """Download and store ``candidates`` (``tally.found`` is the caller's to count)."""
+    """Download and store ``candidates`` (``tally.found`` is the caller's to count); hand
+    each stored image that is still pending to ``verifier`` at once."""
     urls = [c.url for c in candidates]
 
     def lookup() -> set[str]:
@@ -160,12 +168,19 @@ async def take_in(
                 else:
                     good.append((candidate, download))
             if good:
-                created = await asyncio.to_thread(store_batch, ctx, good)
-                for (candidate, _download), new in zip(good, created, strict=True):
-                    tally.count(candidate.class_name, "downloaded" if new else "duplicates")
-            await asyncio.to_thread(ctx.report, tally.processed, tally.found, tally.message(phase))
+                stored = await asyncio.to_thread(store_batch, ctx, good)
+                for (candidate, _download), item in zip(good, stored, strict=True):
+                    tally.count(candidate.class_name, "downloaded" if item.new else "duplicates")
+                if verifier is not None:
+                    verifier.submit((i.sha256, i.image_id) for i in stored if i.pending)
+            message = tally.message(phase, verifier.verified if verifier else None)
+            await asyncio.to_thread(ctx.report, tally.processed, tally.found, message)
     finally:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-    await asyncio.to_thread(ctx.report, tally.processed, tally.found, tally.message("done"), True)
+    if verifier is None:
+        message = tally.message("done")
+    else:
+        message = tally.message("downloaded, verifying", verifier.verified)
+    await asyncio.to_thread(ctx.report, tally.processed, tally.found, message, True)

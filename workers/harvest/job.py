@@ -27,6 +27,7 @@ from workers.harvest.search import run_search
 from workers.harvest.ssrf import AddressPolicy
 from workers.harvest.tally import Tally
 from workers.runner import JobContext
+from workers.verify import Verifier, verifying_import
 
 
 @dataclass
@@ -69,18 +70,24 @@ def harvest_job(ctx: JobContext) -> dict[str, Any]:
             "nothing to harvest: no class has search queries (add queries or pass class_ids)"
         )
     tally = Tally()
-    asyncio.run(_harvest(ctx, params, plans, tally))
-    return tally.result()
+    candidates = asyncio.run(_search(ctx, params, plans, tally))
+
+    def work(verifier: Verifier | None) -> dict[str, Any]:
+        asyncio.run(_download(ctx, candidates, tally, verifier))
+        return tally.result()
+
+    # The verifier starts after the browser has closed: decoding and Chromium would
+    # compete for the same cores.
+    return verifying_import(ctx, params.verify, work, lambda _: tally.message("done"))
 
 
-async def _harvest(
-    ctx: JobContext, params: HarvestParams, plans: list[ClassPlan], tally: Tally
+async def _download(
+    ctx: JobContext, candidates: list[Candidate], tally: Tally, verifier: Verifier | None
 ) -> None:
-    candidates = await _search(ctx, params, plans, tally)
     limits = FetchLimits.from_settings(ctx.settings)
     policy = AddressPolicy.from_setting(ctx.settings.fetch_allow)
     async with Downloader(limits, policy) as downloader:
-        await take_in(ctx, candidates, downloader, tally)
+        await take_in(ctx, candidates, downloader, tally, verifier=verifier)
 
 
 async def _search(

@@ -41,11 +41,12 @@ class Tally:
     def processed(self) -> int:
         return self.downloaded + self.duplicates + self.failed + self.skipped
 
-    def message(self, phase: str) -> str:
-        return (
+    def message(self, phase: str, verified: int | None = None) -> str:
+        text = (
             f"{phase}: found {self.found}, downloaded {self.downloaded}, "
             f"failed {self.failed}, duplicates {self.duplicates}, skipped {self.skipped}"
         )
+        return text if verified is None else f"{text}, verified {verified}"
 
     def result(self) -> dict[str, Any]:
         result: dict[str, Any] = {name: getattr(self, name) for name in COUNTS}

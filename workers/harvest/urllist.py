@@ -18,22 +18,7 @@ from workers.harvest.intake import Candidate, filename_from_url, take_in
 from workers.harvest.ssrf import AddressPolicy
 from workers.harvest.tally import Tally
 from workers.runner import JobContext
-
-
-def parse_url_list(text: str | bytes) -> list[str]:
-    """URLs of a fastai ``urls_<class>.txt``: one per line; blank lines and ``#`` comments skipped.
-
-    Lines are kept as written (no scheme or syntax filtering) so that a bad line shows up
-    as a failed URL with its reason instead of silently disappearing.
-    """
-    if isinstance(text, bytes):
-        text = text.decode("utf-8-sig", errors="replace")
-    urls = []
-    for line in text.lstrip("\ufeff").splitlines():
-        url = line.strip()
-        if url and not url.startswith("#"):
-            urls.append(url)
-    return urls
+from workers.verify import Verifier, verifying_import
 
 
 def import_urls_job(ctx: JobContext) -> dict[str, Any]:
@@ -61,12 +46,18 @@ def import_urls_job(ctx: JobContext) -> dict[str, Any]:
     for candidate in candidates:
         tally.count(candidate.class_name, "found")
     ctx.report(0, tally.found, tally.message("importing URLs"), force=True)
-    asyncio.run(_download(ctx, candidates, tally))
-    return tally.result()
+
+    def work(verifier: Verifier | None) -> dict[str, Any]:
+        asyncio.run(_download(ctx, candidates, tally, verifier))
+        return tally.result()
+
+    return verifying_import(ctx, params.verify, work, lambda _: tally.message("done"))
 
 
-async def _download(ctx: JobContext, candidates: list[Candidate], tally: Tally) -> None:
+async def _download(
+    ctx: JobContext, candidates: list[Candidate], tally: Tally, verifier: Verifier | None
+) -> None:
     limits = FetchLimits.from_settings(ctx.settings)
     policy = AddressPolicy.from_setting(ctx.settings.fetch_allow)
     async with Downloader(limits, policy) as downloader:
-        await take_in(ctx, candidates, downloader, tally, "importing URLs")
+        await take_in(ctx, candidates, downloader, tally, "importing URLs", verifier)

@@ -51,6 +51,10 @@ class ModelSummary(BaseModel):
     split_seed: int
     valid_pct: float
     weights_source: str | None
+    status: str = Field(
+        description="ready (exported), training, failed or cancelled (stopped before the "
+        "export; the metrics so far are kept), or incomplete"
+    )
     files: list[str] = Field(description="Downloadable files: weights, metadata, onnx.")
     advice_codes: list[str]
     created_at: datetime
@@ -81,6 +85,7 @@ class ModelSummary(BaseModel):
             split_seed=version.split_seed,
             valid_pct=version.valid_pct,
             weights_source=params.get("weights_source"),
+            status=version.status,
             files=sorted(version.files),
             advice_codes=[a["code"] for a in version.advice],
             created_at=version.created_at,

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -143,7 +144,12 @@ class SearchQuery(Base):
 
 class Image(Base):
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("project_id", "sha256"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "sha256"),
+        # Imports skip URLs a project already has: one lookup per URL. A hash index on
+        # Postgres, whose B-tree entries cannot hold the longest URLs.
+        Index("ix_images_image_url", "image_url", postgresql_using="hash"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(
@@ -281,6 +287,19 @@ class ModelVersion(Base):
     # Paths relative to the data directory: weights, metadata, onnx.
     files: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    job: Mapped[Job | None] = relationship(lazy="selectin")
+
+    @property
+    def status(self) -> str:
+        """ready (exported), training, failed or cancelled (its job's end, no export), or
+        incomplete (no export and no job left to say why)."""
+        if self.files:
+            return "ready"
+        if self.job is None:
+            return "incomplete"
+        if self.job.status in (JobStatus.queued, JobStatus.running):
+            return "training"
+        return "incomplete" if self.job.status is JobStatus.succeeded else self.job.status.value
 
 
 class ImageScore(Base):

@@ -118,7 +118,7 @@ def test_whole_loop(stack: Stack, image_server: str) -> None:
     assert done["status"] == "succeeded", done
     model_id = done["result"]["model_version_id"]
     model = c.get(f"/api/projects/{pid}/models/{model_id}").json()
-    assert len(model["metrics"]) == 2
+    assert len(model["metrics"]) == 2 and model["status"] == "ready"
     for epoch in model["metrics"]:
         assert {"train_loss", "valid_loss", "error_rate"} <= set(epoch)
 

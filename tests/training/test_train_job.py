@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import transaction
-from api.models import Job, ModelVersion
+from api.models import Job, JobStatus, ModelVersion
 from workers.runner import JobCancelled, JobContext
 from workers.train import train_job
 
@@ -54,6 +54,7 @@ def test_two_stage_fine_tune_stores_metrics_while_running(
         assert version.error_rate == min(m["error_rate"] for m in metrics)
         assert version.error_rate == metrics[best]["error_rate"]
         assert version.classes == ["grizzly", "black"]
+        assert version.status == "ready"
         assert version.num_train + version.num_valid == 32
         assert version.params["lr"] == 5e-3
         interpretation = version.interpretation
@@ -102,6 +103,14 @@ def test_cancel_stops_within_one_batch(
         train_job(ctx)
     # The report of batch 3 saw the request and raised: no further batch ran.
     assert calls[-1][0] == 3
+    with transaction(factory) as s:
+        version = s.scalar(select(ModelVersion).where(ModelVersion.job_id == ctx.job_id))
+        assert version is not None and not version.files and version.status == "training"
+        # What the runner records when the job raises JobCancelled.
+        s.execute(update(Job).where(Job.id == ctx.job_id).values(status=JobStatus.cancelled))
+    with transaction(factory) as s:
+        version = s.scalar(select(ModelVersion).where(ModelVersion.job_id == ctx.job_id))
+        assert version is not None and version.status == "cancelled"
 
 
 def test_too_few_images_fail_plainly(

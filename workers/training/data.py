@@ -22,11 +22,11 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from api.models import Image, ImageClass, ImageState
 from api.predict import center_crop, decode_rgb, normalise, resize_short
 from api.store import ImageStore
+from workers.training.augment import Augment
 
 # Training crops are cut from a copy a little larger than the input, as fastai's
 # RandomResizedCrop cuts from the full image; a quarter more keeps memory modest.
@@ -147,24 +147,6 @@ def train_source_side(image_size: int) -> int:
     return math.ceil(image_size * TRAIN_SOURCE_SCALE)
 
 
-def augment_transform(image_size: int) -> v2.Transform:
-    """fastai's aug_transforms defaults: flip, rotate 10°, zoom 1.1, lighting 0.2, warp 0.2.
-
-    On PIL images: PIL's C resampling costs about 0.5 ms an image, where the same ops on
-    tensors build sampling grids with many small torch calls, 20-40 times slower on a
-    busy CPU.
-    """
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(image_size, scale=(0.35, 1.0)),
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.RandomAffine(degrees=10.0, scale=(1.0, 1.1))], p=0.75),
-            v2.RandomPerspective(distortion_scale=0.2, p=0.75),
-            v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.75),
-        ]
-    )
-
-
 Mode = Literal["augment", "plain", "valid"]
 
 
@@ -183,7 +165,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         self.cache = cache
         self.mode = mode
         self.image_size = image_size
-        self.augment = augment_transform(image_size) if mode == "augment" else None
+        self.augment = Augment(image_size) if mode == "augment" else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -193,7 +175,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         array = self.cache.get(sample.path)
         size = self.image_size
         if self.augment is not None:
-            array = np.asarray(self.augment(PILImage.fromarray(array)))
+            array = self.augment(array)
         elif self.mode == "plain" and min(array.shape[:2]) != size:
             array = np.asarray(resize_short(PILImage.fromarray(array), size))
         array = center_crop(array, size)

@@ -147,3 +147,20 @@ def test_import_without_verify_leaves_images_pending(
     assert [i.state for i in stored] == [ImageState.pending] * 3
     assert job is not None and job.message.startswith("done: found 3, downloaded 3")
     assert not any(ctx.store.exists(i.sha256, "normal") for i in stored)
+
+
+def test_a_rerun_verifies_what_the_first_run_left_pending(
+    server: LocalServer, factory: sessionmaker[Session], project_id: int, job_context: MakeContext
+) -> None:
+    items = [{"url": f"{server.url}/img/{n}.jpg", "label": "grizzly"} for n in range(1, 4)]
+    first = job_context("import_urls", {"items": items, "verify": False})
+    import_urls_job(first)
+    # The same job once more, as a redelivered task runs it: nothing to fetch, all to verify.
+    again = JobContext(
+        first.job_id, project_id, {"items": items}, first.settings, first.store, factory
+    )
+    result = import_urls_job(again)
+
+    assert (result["skipped"], result["downloaded"]) == (3, 0)
+    assert (result["verify"]["verified"], result["verify"]["ok"]) == (3, 3)
+    assert server.hits("/img/") == 3

@@ -123,11 +123,22 @@ async def take_in(
     each stored image that is still pending to ``verifier`` at once."""
     urls = [c.url for c in candidates]
 
-    def lookup() -> set[str]:
+    def lookup() -> tuple[set[str], list[tuple[str, int]]]:
         with ctx.session() as session:
-            return known_urls(session, ctx.project_id, urls)
+            # A redelivered job skips what its first run stored; what that run did not get
+            # to verify is verified now.
+            unverified = session.execute(
+                select(Image.sha256, Image.id).where(
+                    Image.project_id == ctx.project_id,
+                    Image.harvest_job_id == ctx.job_id,
+                    Image.state == ImageState.pending,
+                )
+            )
+            return known_urls(session, ctx.project_id, urls), [(s, i) for s, i in unverified]
 
-    known = await asyncio.to_thread(lookup)
+    known, unverified = await asyncio.to_thread(lookup)
+    if verifier is not None:
+        verifier.submit(unverified)
     fresh: list[Candidate] = []
     for candidate in candidates:
         if candidate.url in known:

@@ -44,8 +44,10 @@
         { version: Number(tile.dataset.version), ...body });
       render(tile, image);
       tile.classList.add("done");
-      const events = await winnow.api("GET", `/api/projects/${project}/events?image_id=${id}&limit=1`);
-      if (events.length) undoStack.push({ tile, event: events[0].id });
+      // The event to undo is looked up without holding up the next key; undo waits for it.
+      const event = winnow.api("GET", `/api/projects/${project}/events?image_id=${id}&limit=1`)
+        .then((events) => (events.length ? events[0].id : null), () => null);
+      undoStack.push({ tile, event });
       return true;
     } catch (error) {
       if (error.status === 409 && error.detail && error.detail.image) {
@@ -63,7 +65,9 @@
     const last = undoStack.pop();
     if (!last) { winnow.flash("Nothing to undo."); return; }
     try {
-      await winnow.api("POST", `/api/projects/${project}/events/${last.event}/undo`);
+      const eventId = await last.event;
+      if (eventId === null) throw new Error("That change can no longer be found to undo.");
+      await winnow.api("POST", `/api/projects/${project}/events/${eventId}/undo`);
       const image = await winnow.api("GET", `/api/projects/${project}/images/${last.tile.dataset.id}`);
       render(last.tile, image);
       last.tile.classList.remove("done");
@@ -116,17 +120,23 @@
       return;
     }
     if (!canEdit || !tile) return;
-    let ok = null;
     if (key === "u" || (event.ctrlKey && key === "z")) { event.preventDefault(); await undo(); return; }
-    if (key === "d" || key === "Delete") ok = await change(tile, { action: "delete" });
-    else if (key === "k") ok = await change(tile, { action: "keep" });
-    else if (key === "r") ok = await change(tile, { action: "restore" });
+    let body = null;
+    if (key === "d" || key === "Delete") body = { action: "delete" };
+    else if (key === "k") body = { action: "keep" };
+    else if (key === "r") body = { action: "restore" };
     else if (/^[0-9]$/.test(key)) {
       // 1..9 are the first nine classes, 0 the tenth (as on a keyboard's number row).
       const name = classes[key === "0" ? 9 : Number(key) - 1];
-      if (name !== undefined) ok = await change(tile, { action: "relabel", label: name });
+      if (name !== undefined) body = { action: "relabel", label: name };
     }
-    if (ok) select(current + 1);
+    if (body === null) return;
+    // Move on at once, so that the next key acts on the next image however fast it comes;
+    // if this change fails, the selection comes back to its tile (unless the reviewer moved).
+    const index = current;
+    select(index + 1);
+    const ok = await change(tile, body);
+    if (!ok && current === Math.min(index + 1, tiles().length - 1)) select(index);
   });
 
   select(0);

@@ -31,17 +31,9 @@ from api.config import Settings
 from api.models import Image, ImageState, LabelEvent
 from api.params import VerifyParams
 from api.store import ImageStore
-from workers.decode import (
-    IDLE,
-    DecodeLimits,
-    DecoderPool,
-    Outcome,
-    Reason,
-    Rejected,
-    decode,
-    shrink,
-)
+from workers.decode import DecodeLimits, Reason, Rejected, decode, shrink
 from workers.dedupe import phash, regroup
+from workers.isolation import IDLE, DecoderPool, Outcome
 from workers.runner import JobContext
 
 BATCH_SIZE = 200

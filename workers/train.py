@@ -62,9 +62,9 @@ def load_data(ctx: JobContext, valid_pct: float, seed: int) -> DataSplit:
     return split
 
 
-def prepare(
+def build(
     ctx: JobContext, params: TrainParams | LrFindParams, split: DataSplit
-) -> tuple[BuiltModel, Loaders, torch.device]:
+) -> tuple[BuiltModel, torch.device]:
     torch.manual_seed(params.seed)
     device = pick_device()
     ctx.report(0, 1, "building the model", force=True)
@@ -76,6 +76,12 @@ def prepare(
         ctx.settings.weights_dir,
     )
     place(built.model, built.arch, device)
+    return built, device
+
+
+def data_loaders(
+    ctx: JobContext, params: TrainParams | LrFindParams, split: DataSplit, device: torch.device
+) -> Loaders:
     total = len(split.train) + len(split.valid)
     loaders = make_loaders(
         split,
@@ -86,7 +92,7 @@ def prepare(
         augment=params.augment if isinstance(params, TrainParams) else False,
         on_decode=lambda done, _: ctx.report(done, total, "decoding images"),
     )
-    return built, loaders, device
+    return loaders
 
 
 def find_lr(
@@ -113,7 +119,8 @@ def find_lr(
 def lr_find_job(ctx: JobContext) -> dict[str, Any]:
     params = LrFindParams.model_validate(ctx.params)
     split = load_data(ctx, params.valid_pct, params.seed)
-    built, loaders, device = prepare(ctx, params, split)
+    built, device = build(ctx, params, split)
+    loaders = data_loaders(ctx, params, split, device)
     progress = Progress(len(loaders.train_plain) + params.num_iter, ctx.report)
     progress.message = "computing body features"
     features = extract_features(
@@ -159,9 +166,11 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
         raise ValueError("nothing to train: epochs and freeze_epochs are both 0")
     split = load_data(ctx, params.valid_pct, params.seed)
     version_id = _create_version(ctx, params, split)
-    # Timed from before decoding: fastai decodes inside its fit, so a fair figure must too.
+    built, device = build(ctx, params, split)
+    # Timed from before decoding, as fastai decodes inside its fit; building the model is
+    # set-up, outside the figure on both sides.
     started = time.perf_counter()
-    built, loaders, device = prepare(ctx, params, split)
+    loaders = data_loaders(ctx, params, split, device)
     model, arch = built.model, built.arch
 
     need_features = params.freeze_epochs > 0 or params.lr is None

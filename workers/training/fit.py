@@ -261,7 +261,12 @@ def record(
         result.diverged = True
     elif result.best_epoch is None or _better(row, result.history[result.best_epoch]):
         result.best_epoch = epoch
-        result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state = model.state_dict()
+        if result.best_state is None:
+            result.best_state = {k: v.detach().clone() for k, v in state.items()}
+        else:  # into the copy already made: no new allocation per epoch
+            for k, v in state.items():
+                result.best_state[k].copy_(v)
     on_epoch(row)
 
 

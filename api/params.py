@@ -73,6 +73,8 @@ class VerifyParams(_Params):
     recheck: bool = Field(
         default=False, description="Verify every image again, not only pending ones."
     )
+    min_width: int = Field(default=0, ge=0, description="Reject narrower images as too small.")
+    min_height: int = Field(default=0, ge=0, description="Reject lower images as too small.")
 
 
 Arch = Literal["resnet18", "resnet34", "resnet50", "convnext_tiny", "efficientnet_b0"]

@@ -269,3 +269,20 @@ def test_an_aborted_verifier_leaves_the_rest_pending(
     result = verify_job(job_context("verify"), workers=1)
     assert result["verified"] == states[ImageState.pending]
     assert all(image.state is ImageState.ok for image in images(factory).values())
+
+
+def test_a_verify_job_can_hold_images_to_a_minimum_size(
+    factory: sessionmaker[Session], project_id: int, job_context: MakeContext
+) -> None:
+    plain = job_context("verify")
+    files = {"bears/small.jpg": encode(scene(1, (96, 72)), "JPEG")}
+    files["bears/large.jpg"] = encode(scene(2, (200, 150)), "JPEG")
+    ids = ingest(factory, plain.store, project_id, files)
+    result = verify_job(job_context("verify", {"min_width": 150}), workers=1)
+
+    assert result["rejected_by_reason"] == {"too small": 1}
+    stored = images(factory)
+    assert stored[ids["bears/small.jpg"]].reject_reason == "too small"
+    assert stored[ids["bears/large.jpg"]].state is ImageState.ok
+    # Its normalised copy is there: a reviewer can still restore it.
+    assert plain.store.exists(stored[ids["bears/small.jpg"]].sha256, "normal")

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -112,7 +112,7 @@ def verify_job(
         reviewed = _reviewed(s, ctx.project_id) if params.recheck else set()
     total = len(ids)
     ctx.report(0, total, f"verifying {total} images", force=True)
-    run = _Run(ctx, ids, reviewed)
+    run = _Run(ctx, ids, reviewed, (params.min_width, params.min_height))
     run.decode(
         list(ids),
         process,
@@ -146,8 +146,9 @@ class Verifier:
         ctx: JobContext,
         process: Callable[..., Verdict] = verify_file,
         workers: int | None = None,
+        min_size: tuple[int, int] = (0, 0),
     ) -> None:
-        self._run = _Run(ctx, {}, set())
+        self._run = _Run(ctx, {}, set(), min_size)
         self._feed: queue.Queue[str | None] = queue.Queue()
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -218,13 +219,15 @@ def verifying_import(
     enabled: bool,
     work: Callable[[Verifier | None], dict[str, Any]],
     done: Callable[[dict[str, Any]], str],
+    min_size: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
     """Run an import's ``work`` with a Verifier (when ``enabled``); its summary goes into
     the import's result under "verify", and into the last progress message after
-    ``done(result)``, the import's own account."""
+    ``done(result)``, the import's own account. Images under ``min_size`` (width, height),
+    the import's own minimum, are rejected as too small."""
     if not enabled:
         return work(None)
-    verifier = Verifier(ctx)
+    verifier = Verifier(ctx, min_size=min_size)
     try:
         result = work(verifier)
     except BaseException:
@@ -244,10 +247,17 @@ def verifying_import(
 class _Run:
     """One pass of decoding: verdicts written in batches, then duplicates grouped."""
 
-    def __init__(self, ctx: JobContext, ids: dict[str, int], reviewed: set[int]) -> None:
+    def __init__(
+        self,
+        ctx: JobContext,
+        ids: dict[str, int],
+        reviewed: set[int],
+        min_size: tuple[int, int] = (0, 0),
+    ) -> None:
         self.ctx = ctx
         self.ids = ids  # sha256 -> image id of everything to decode
         self.reviewed = reviewed
+        self.min_size = min_size
         self.tally: Counter[str] = Counter()
         self.accepted: list[int] = []
         self.done = 0
@@ -277,7 +287,7 @@ class _Run:
         try:
             with DecoderPool(task, workers, limits) as pool:
                 for outcome in pool.imap_unordered(items):
-                    batch.append(_verdict(outcome))
+                    batch.append(self._judge(_verdict(outcome)))
                     self.done += 1
                     if len(batch) >= BATCH_SIZE or time.monotonic() - flushed > FLUSH_SECONDS:
                         writer.put(batch)
@@ -287,6 +297,15 @@ class _Run:
         finally:
             # Verdicts already in hand are kept, also when the job is cancelled.
             writer.close(batch)
+
+    def _judge(self, verdict: Verdict) -> Verdict:
+        """The run's own minimum size on top of the decoder's (a harvest's min_width)."""
+        min_width, min_height = self.min_size
+        width, height = verdict.width, verdict.height
+        if verdict.reason is None and width is not None and height is not None:
+            small = width < min_width or height < min_height
+            return replace(verdict, reason=Reason.too_small.value) if small else verdict
+        return verdict
 
     def conclude(self, recheck: bool, started: float) -> dict[str, Any]:
         ctx, tally = self.ctx, self.tally

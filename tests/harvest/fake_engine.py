@@ -138,8 +138,8 @@ class FakeEngine(LocalServer):
                     "thumbnail": item["turl"],
                     "title": item["t"],
                     # Every 5th is reported small, for the minimum-size filter.
-                    "width": 120 if n % 5 == 0 else 800,
-                    "height": 90 if n % 5 == 0 else 600,
+                    "width": image_size(n)[0],
+                    "height": image_size(n)[1],
                 }
             )
         data: dict[str, object] = {"results": results}
@@ -153,4 +153,11 @@ class FakeEngine(LocalServer):
             return Reply(200, b"<!DOCTYPE html><p>moved</p>", {"Content-Type": "image/jpeg"})
         seed = 3 if n == 4 else n
         salt = int(request.path.split("/")[2], 16) % 1000
-        return Reply(200, jpeg(seed=seed + salt * 1000), {"Content-Type": "image/jpeg"})
+        width, height = image_size(n)
+        image = jpeg(width, height, seed=seed + salt * 1000)
+        return Reply(200, image, {"Content-Type": "image/jpeg"})
+
+
+def image_size(n: int) -> tuple[int, int]:
+    """What result ``n`` is (and what DuckDuckGo's JSON says it is): every 5th is small."""
+    return (120, 90) if n % 5 == 0 else (320, 240)

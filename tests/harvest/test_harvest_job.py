@@ -165,6 +165,11 @@ def test_duckduckgo_scrolls_filters_small_and_walls_end_with_a_reason(
     assert result["classes"]["panda"]["downloaded"] == 44
     assert "teddy" not in result["classes"]
     assert len(images(factory, project_id)) == 88
+    # Bing reports no sizes: its small results are downloaded, then held to min_width when
+    # verified (5 for black bear, 5 for panda; the other small ones are HTML pages).
+    assert result["verify"]["rejected_by_reason"] == {"too small": 10}
+    small = [i for i in images(factory, project_id) if i.state is ImageState.rejected]
+    assert {(i.engine, i.width, i.reject_reason) for i in small} == {("bing", 120, "too small")}
 
 
 def test_cancel_stops_the_harvest(

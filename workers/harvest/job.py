@@ -78,7 +78,9 @@ def harvest_job(ctx: JobContext) -> dict[str, Any]:
 
     # The verifier starts after the browser has closed: decoding and Chromium would
     # compete for the same cores.
-    return verifying_import(ctx, params.verify, work, lambda _: tally.message("done"))
+    # Engines that report no sizes (Bing) are held to min_width and min_height here.
+    min_size = (params.min_width, params.min_height)
+    return verifying_import(ctx, params.verify, work, lambda _: tally.message("done"), min_size)
 
 
 async def _download(

@@ -184,5 +184,24 @@ def upload_images(
         duplicates += not created
     job_id = None
     if verify and added:
-        job_id = start_job(session, settings, access, "verify", VerifyParams().model_dump()).id
+        # The images first: a queued job found below then sees them when it starts.
+        session.commit()
+        job_id = _pending_verify_job(session, access.project.id, settings, access)
     return {"added": added, "duplicates": duplicates, "verify_job_id": job_id}
+
+
+def _pending_verify_job(
+    session: Session, project_id: int, settings: Settings, access: Access
+) -> int:
+    """A verify job that will see the images just added: one still queued takes every pending
+    image when it starts, so uploads in quick succession share it; else a new one."""
+    params = VerifyParams().model_dump(mode="json")
+    queued = session.scalars(
+        select(Job)
+        .where(Job.project_id == project_id, Job.kind == "verify", Job.status == JobStatus.queued)
+        .order_by(Job.id.desc())
+    )
+    for job in queued:
+        if VerifyParams.model_validate(job.params or {}) == VerifyParams():
+            return job.id
+    return start_job(session, settings, access, "verify", params).id

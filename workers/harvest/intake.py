@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from api.ingest import NewImage, Provenance, add_images
 from api.models import Image, ImageState
-from workers.harvest.download import Download, Downloader
+from workers.harvest.download import Download, Downloader, FetchLimits
+from workers.harvest.ssrf import AddressPolicy
 from workers.harvest.tally import Tally
 from workers.runner import JobContext
 from workers.verify import Verifier
@@ -195,3 +196,21 @@ async def take_in(
     else:
         message = tally.message("downloaded, verifying", verifier.verified)
     await asyncio.to_thread(ctx.report, tally.processed, tally.found, message, True)
+
+
+def download_all(
+    ctx: JobContext,
+    candidates: Sequence[Candidate],
+    tally: Tally,
+    phase: str = "downloading",
+    verifier: Verifier | None = None,
+) -> None:
+    """``take_in`` with a downloader made from the settings, in an event loop of its own."""
+
+    async def run() -> None:
+        limits = FetchLimits.from_settings(ctx.settings)
+        policy = AddressPolicy.from_setting(ctx.settings.fetch_allow)
+        async with Downloader(limits, policy) as downloader:
+            await take_in(ctx, candidates, downloader, tally, phase, verifier)
+
+    asyncio.run(run())

@@ -20,11 +20,9 @@ from api.ingest import Provenance
 from api.models import ImageClass
 from api.params import HarvestParams
 from workers.harvest.browser import browser_context
-from workers.harvest.download import Downloader, FetchLimits
 from workers.harvest.engines import ENGINES, compose_query
-from workers.harvest.intake import Candidate, filename_from_url, take_in
+from workers.harvest.intake import Candidate, download_all, filename_from_url
 from workers.harvest.search import run_search
-from workers.harvest.ssrf import AddressPolicy
 from workers.harvest.tally import Tally
 from workers.runner import JobContext
 from workers.verify import Verifier, verifying_import
@@ -73,23 +71,13 @@ def harvest_job(ctx: JobContext) -> dict[str, Any]:
     candidates = asyncio.run(_search(ctx, params, plans, tally))
 
     def work(verifier: Verifier | None) -> dict[str, Any]:
-        asyncio.run(_download(ctx, candidates, tally, verifier))
+        download_all(ctx, candidates, tally, verifier=verifier)
         return tally.result()
 
-    # The verifier starts after the browser has closed: decoding and Chromium would
-    # compete for the same cores.
-    # Engines that report no sizes (Bing) are held to min_width and min_height here.
+    # The verifier starts after the browser has closed (decoding and Chromium would compete
+    # for the same cores); it also holds engines that report no sizes (Bing) to the minimum.
     min_size = (params.min_width, params.min_height)
     return verifying_import(ctx, params.verify, work, lambda _: tally.message("done"), min_size)
-
-
-async def _download(
-    ctx: JobContext, candidates: list[Candidate], tally: Tally, verifier: Verifier | None
-) -> None:
-    limits = FetchLimits.from_settings(ctx.settings)
-    policy = AddressPolicy.from_setting(ctx.settings.fetch_allow)
-    async with Downloader(limits, policy) as downloader:
-        await take_in(ctx, candidates, downloader, tally, verifier=verifier)
 
 
 async def _search(

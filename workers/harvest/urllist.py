@@ -7,15 +7,12 @@ as a search harvest.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import Any
 
 from api.ingest import Provenance, class_by_name
 from api.params import ImportUrlsParams
-from workers.harvest.download import Downloader, FetchLimits
-from workers.harvest.intake import Candidate, filename_from_url, take_in
-from workers.harvest.ssrf import AddressPolicy
+from workers.harvest.intake import Candidate, download_all, filename_from_url
 from workers.harvest.tally import Tally
 from workers.runner import JobContext
 from workers.verify import Verifier, verifying_import
@@ -48,16 +45,7 @@ def import_urls_job(ctx: JobContext) -> dict[str, Any]:
     ctx.report(0, tally.found, tally.message("importing URLs"), force=True)
 
     def work(verifier: Verifier | None) -> dict[str, Any]:
-        asyncio.run(_download(ctx, candidates, tally, verifier))
+        download_all(ctx, candidates, tally, "importing URLs", verifier)
         return tally.result()
 
     return verifying_import(ctx, params.verify, work, lambda _: tally.message("done"))
-
-
-async def _download(
-    ctx: JobContext, candidates: list[Candidate], tally: Tally, verifier: Verifier | None
-) -> None:
-    limits = FetchLimits.from_settings(ctx.settings)
-    policy = AddressPolicy.from_setting(ctx.settings.fetch_allow)
-    async with Downloader(limits, policy) as downloader:
-        await take_in(ctx, candidates, downloader, tally, "importing URLs", verifier)

@@ -26,6 +26,14 @@ from workers.runner import JobContext, local_job
 SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
 
+def migrated(data_dir: Path, secret_key: str = "k") -> tuple[Settings, sessionmaker[Session]]:
+    """Settings on ``data_dir`` and a session factory for its database, migrated to head
+    with Alembic, as ``winnow serve`` leaves it."""
+    settings = Settings(data_dir=data_dir, secret_key=secret_key)
+    upgrade(settings.db_url)
+    return settings, make_session_factory(make_engine(settings.db_url))
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(

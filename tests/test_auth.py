@@ -8,18 +8,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.config import Settings
 from api.db import make_engine, make_session_factory, transaction
 from api.main import create_app
 from api.migrate import upgrade
 from api.users import create_user, ensure_admin
+from tests.conftest import migrated
 
 
 @pytest.fixture
 def app_client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path, secret_key="s3cret")
-    upgrade(settings.db_url)
-    factory = make_session_factory(make_engine(settings.db_url))
+    settings, factory = migrated(tmp_path, "s3cret")
     with transaction(factory) as s:
         create_user(s, "alice", "alice-password", is_admin=True)
         create_user(s, "bob", "bob-password")

@@ -8,25 +8,22 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.config import Settings
-from api.db import make_engine, make_session_factory, transaction
+from api.db import transaction
 from api.ingest import Provenance, add_image
 from api.main import create_app
-from api.migrate import upgrade
 from api.models import Image, ImageState, ProjectMember, Role
 from api.projects import create_project
 from api.schemas import ClassIn, ProjectIn
 from api.store import ImageStore
 from api.users import create_user
+from tests.conftest import migrated
 from tests.imagegen import picture
 
 
 @pytest.fixture
 def seeded(tmp_path: Path) -> Iterator[tuple[TestClient, int, list[int]]]:
     """A project with classes red/blue, six ok images (normalised copies present), one rejected."""
-    settings = Settings(data_dir=tmp_path, secret_key="k")
-    upgrade(settings.db_url)
-    factory = make_session_factory(make_engine(settings.db_url))
+    settings, factory = migrated(tmp_path, "k")
     store = ImageStore(tmp_path / "images")
     with transaction(factory) as s:
         user = create_user(s, "ann", "ann-password")
@@ -159,9 +156,7 @@ def test_unknown_label_is_a_clear_error(seeded: tuple[TestClient, int, list[int]
 
 
 def test_same_file_under_two_classes_is_a_review_item(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, secret_key="k")
-    upgrade(settings.db_url)
-    factory = make_session_factory(make_engine(settings.db_url))
+    settings, factory = migrated(tmp_path, "k")
     store = ImageStore(tmp_path / "images")
     data = picture("blue", 1)
     with transaction(factory) as s:

@@ -9,20 +9,18 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from api.config import Settings
-from api.db import make_engine, make_session_factory, transaction
+from api.db import transaction
 from api.main import create_app
-from api.migrate import upgrade
 from api.models import Job, JobStatus
 from api.users import create_user
+from tests.conftest import migrated
 from tests.imagegen import picture
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path, secret_key="s3cret")
-    upgrade(settings.db_url)
-    with transaction(make_session_factory(make_engine(settings.db_url))) as s:
+    settings, factory = migrated(tmp_path, "s3cret")
+    with transaction(factory) as s:
         create_user(s, "alice", "alice-password", is_admin=True)
     with TestClient(create_app(settings)) as c:
         token = c.post(

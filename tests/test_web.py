@@ -15,16 +15,15 @@ import uvicorn
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.config import Settings
-from api.db import make_engine, make_session_factory, transaction
+from api.db import transaction
 from api.ingest import Provenance, add_image
 from api.main import create_app
-from api.migrate import upgrade
 from api.models import Image, ImageState, LabelEvent
 from api.projects import create_project
 from api.schemas import ClassIn, ProjectIn
 from api.store import ImageStore
 from api.users import create_user
+from tests.conftest import migrated
 from tests.imagegen import picture
 from tests.services import free_port
 
@@ -48,9 +47,7 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    settings = Settings(data_dir=tmp_path, secret_key="k")
-    upgrade(settings.db_url)
-    factory = make_session_factory(make_engine(settings.db_url))
+    settings, factory = migrated(tmp_path, "k")
     store = ImageStore(tmp_path / "images")
     with transaction(factory) as s:
         user = create_user(s, "ann", "ann-password")

@@ -108,7 +108,8 @@ def test_bing_harvest_stores_provenance_and_reruns_without_duplicates(
     assert (
         first.fetched_at is not None and first.harvest_job_id == ctx.job_id and first.file_size > 0
     )
-    assert next(i for i in stored if i.rank == 3).seen_count == 2
+    # Results 3 and 4 download concurrently: whichever lands first is the stored row.
+    assert next(i for i in stored if i.rank in (3, 4)).seen_count == 2
 
     with factory() as session:
         job = session.get(Job, ctx.job_id)

@@ -21,6 +21,7 @@ from workers.training.data import (
     load_split,
     train_source_side,
 )
+from workers.training.fit import to_device
 
 
 def _split(factory: sessionmaker[Session], settings: Settings, project_id: int, seed: int = 42):
@@ -96,8 +97,11 @@ def test_validation_input_is_what_predict_prepares(
     tensor, label = dataset[0]
     expected = prepare(samples[0].path.read_bytes(), 24)
     assert tensor.shape == (3, 24, 24) and label == samples[0].label
-    np.testing.assert_allclose(tensor.numpy(), expected, atol=1e-5)
-    assert tensor.dtype == torch.float32
+    assert tensor.dtype == torch.uint8
+    # The batch is normalised where the model runs; the numbers are predict's.
+    batch = to_device(torch.stack([tensor, dataset[1][0]]), torch.device("cpu"))
+    assert batch.dtype == torch.float32
+    np.testing.assert_allclose(batch[0].numpy(), expected, atol=1e-5)
 
 
 def test_augmented_and_plain_training_inputs(
@@ -114,8 +118,9 @@ def test_augmented_and_plain_training_inputs(
     torch.manual_seed(0)
     for dataset in (plain, augmented):
         tensor, _ = dataset[0]
-        assert tensor.shape == (3, 24, 24) and tensor.dtype == torch.float32
-        # ImageNet-normalised: roughly centred, not in [0, 255].
-        assert float(tensor.min()) > -3 and float(tensor.max()) < 3
+        assert tensor.shape == (3, 24, 24) and tensor.dtype == torch.uint8
+        # ImageNet-normalised on the device: roughly centred, not in [0, 255].
+        batch = to_device(tensor[None], torch.device("cpu"))
+        assert float(batch.min()) > -3 and float(batch.max()) < 3
     assert torch.equal(plain[0][0], plain[0][0])
     assert not torch.equal(augmented[0][0], augmented[0][0])

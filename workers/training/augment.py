@@ -1,12 +1,17 @@
-"""fastai's ``aug_transforms`` defaults as one warp per image.
+"""fastai's ``aug_transforms`` defaults as torchvision.transforms.v2 transforms.
 
 fastai composes its random crop, flip, rotation, zoom and perspective warp into a single
-coordinate transform and resamples each image once. This does the same on the CPU: the
-parts become 3x3 matrices that map output pixels to source pixels, their product goes to
-one ``PIL.Image.transform(PERSPECTIVE)`` call, and brightness and contrast are a multiply
-and an add on the result. Compared with a chain of torchvision transforms this resamples
-once instead of three times (sharper images) and costs a fraction of the time, which on a
-two-core machine is time the model does not get.
+coordinate transform and resamples each image once. ``Warp`` does the same as one v2
+transform: the parts become 3x3 matrices that map output pixels to source pixels and their
+product is applied in one perspective resample (Pillow's for PIL images, torchvision's
+``perspective`` kernel for tensors). A chain of separate v2 transforms (RandomResizedCrop,
+RandomHorizontalFlip, RandomAffine, RandomPerspective) would resample three times, which
+blurs small images and costs about three times as much: on a two-core machine, time the
+model does not get. ``Lighting`` is fastai's brightness and contrast change.
+
+``train_transform`` is the per-image part of the training pipeline: Warp, to a uint8
+tensor, Lighting. ``normalise_batch`` (to float, ImageNet normalisation) runs on whole
+batches where the model runs, as fastai's batch transforms do.
 
 Out-of-frame areas after a rotation or warp are black, as with torchvision's defaults.
 Random numbers come from torch's generator, so ``torch.manual_seed`` makes a run repeatable.
@@ -15,48 +20,67 @@ Random numbers come from torch's generator, so ``torch.manual_seed`` makes a run
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from api.predict import IMAGENET_MEAN, IMAGENET_STD
 
 
-@dataclass(frozen=True)
-class Augment:
-    size: int  # output side
-    min_scale: float = 0.35  # smallest crop, as a share of the source's area
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect range
-    max_rotate: float = 10.0  # degrees
-    max_zoom: float = 1.1
-    max_warp: float = 0.2
-    max_lighting: float = 0.2
-    p_affine: float = 0.75  # rotation and zoom
-    p_warp: float = 0.75
-    p_lighting: float = 0.75
+class Warp(v2.Transform):
+    """Random resized crop to ``size`` x ``size``, flip, rotation, zoom and perspective warp,
+    resampled once (bilinear)."""
 
-    def __call__(self, array: np.ndarray) -> np.ndarray:
-        """HWC uint8 of any size -> augmented HWC uint8 of ``size`` x ``size``."""
-        height, width = array.shape[:2]
-        draw = torch.rand(16).tolist()
+    def __init__(
+        self,
+        size: int,
+        min_scale: float = 0.35,  # smallest crop, as a share of the source's area
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),  # crop aspect range
+        max_rotate: float = 10.0,  # degrees
+        max_zoom: float = 1.1,
+        max_warp: float = 0.2,
+        p_flip: float = 0.5,
+        p_affine: float = 0.75,  # rotation and zoom
+        p_warp: float = 0.75,
+    ) -> None:
+        super().__init__()
+        self.size = size
+        self.min_scale, self.ratio = min_scale, ratio
+        self.max_rotate, self.max_zoom, self.max_warp = max_rotate, max_zoom, max_warp
+        self.p_flip, self.p_affine, self.p_warp = p_flip, p_affine, p_warp
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = _size_of(flat_inputs)
+        draw = torch.rand(13).tolist()
         matrix = (
             self._crop(width, height, draw[0:4])
-            @ _flip(draw[4] < 0.5)
+            @ np.diag([-1.0 if draw[4] < self.p_flip else 1.0, 1.0, 1.0])
             @ self._affine(draw[5:8])
             @ self._warp(draw[8:13])
             @ _to_unit(self.size)
         )
-        coeffs = (matrix / matrix[2, 2]).ravel()[:8]
-        image = Image.fromarray(array).transform(
-            (self.size, self.size),
-            Image.Transform.PERSPECTIVE,
-            tuple(float(c) for c in coeffs),
-            Image.Resampling.BILINEAR,
-        )
-        out = np.asarray(image)
-        if draw[13] < self.p_lighting:
-            out = self._lighting(out, draw[14], draw[15])
-        return out
+        return {"coefficients": [float(c) for c in (matrix / matrix[2, 2]).ravel()[:8]]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        coefficients = params["coefficients"]
+        if isinstance(inpt, Image.Image):
+            return inpt.transform(
+                (self.size, self.size),
+                Image.Transform.PERSPECTIVE,
+                tuple(coefficients),
+                Image.Resampling.BILINEAR,
+            )
+        # torchvision's kernel keeps the input's size: warp onto a canvas at least as large
+        # as the output (the extra rows and columns are never sampled), then cut it out.
+        height, width = inpt.shape[-2:]
+        pad_right, pad_bottom = max(0, self.size - width), max(0, self.size - height)
+        canvas = TF.pad(inpt, [0, 0, pad_right, pad_bottom]) if pad_right or pad_bottom else inpt
+        warped = TF.perspective(canvas, None, None, coefficients=coefficients)
+        return TF.crop(warped, 0, 0, self.size, self.size)
 
     def _crop(self, width: int, height: int, u: list[float]) -> np.ndarray:
         """torchvision's RandomResizedCrop sampling: a share of the area, an aspect ratio."""
@@ -92,23 +116,65 @@ class Augment:
         target = [(x * (1 + mx * y), y * (1 + my * x)) for x, y in source]
         return _homography(source, target)
 
-    def _lighting(self, out: np.ndarray, u_brightness: float, u_contrast: float) -> np.ndarray:
-        brightness = 1 + self.max_lighting * (2 * u_brightness - 1)
-        contrast = 1 + self.max_lighting * (2 * u_contrast - 1)
-        pixels = out.astype(np.float32)
-        mean = float(pixels.mean())
-        pixels = ((pixels - mean) * contrast + mean) * brightness
-        return np.clip(pixels, 0, 255).astype(np.uint8)
+
+class Lighting(v2.Transform):
+    """fastai's lighting: brightness and contrast, each by a factor in [1 - max, 1 + max].
+
+    Contrast scales the distance from the image's mean, brightness scales the result; on
+    uint8 the values are clamped to 0-255, on float to 0-1. Tensor images only (place it
+    after ``v2.PILToTensor``).
+    """
+
+    _transformed_types = (torch.Tensor,)
+
+    def __init__(self, max_lighting: float = 0.2, p: float = 0.75) -> None:
+        super().__init__()
+        self.max_lighting, self.p = max_lighting, p
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        apply, u_brightness, u_contrast = torch.rand(3).tolist()
+        spread = self.max_lighting
+        return {
+            "apply": apply < self.p,
+            "brightness": 1 + spread * (2 * u_brightness - 1),
+            "contrast": 1 + spread * (2 * u_contrast - 1),
+        }
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not params["apply"]:
+            return inpt
+        pixels = inpt.float()
+        mean = pixels.mean()
+        pixels = ((pixels - mean) * params["contrast"] + mean) * params["brightness"]
+        if inpt.is_floating_point():
+            return pixels.clamp_(0, 1).to(inpt.dtype)
+        return pixels.clamp_(0, 255).round_().to(inpt.dtype)
+
+
+def train_transform(size: int) -> v2.Compose:
+    """PIL image of any size -> augmented CHW uint8 tensor of ``size`` x ``size``."""
+    return v2.Compose([Warp(size), v2.PILToTensor(), Lighting()])
+
+
+def normalise_batch(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> float32 scaled to [0, 1], ImageNet-normalised: the same
+    numbers as api.predict's transform."""
+    scaled = TF.to_dtype(batch, torch.float32, scale=True)
+    return TF.normalize(scaled, list(IMAGENET_MEAN), list(IMAGENET_STD), inplace=True)
+
+
+def _size_of(flat_inputs: list[Any]) -> tuple[int, int]:
+    for inpt in flat_inputs:
+        if isinstance(inpt, Image.Image | torch.Tensor):
+            height, width = TF.get_size(inpt)
+            return height, width
+    raise TypeError("Warp needs an image (PIL image or tensor)")
 
 
 def _to_unit(size: int) -> np.ndarray:
     """Output coordinates -> the unit square [-1, 1]^2. Pillow's coordinates are continuous
     (pixel i spans [i, i + 1)) and it samples at pixel centres itself."""
     return np.array([[2 / size, 0, -1], [0, 2 / size, -1], [0, 0, 1]], dtype=np.float64)
-
-
-def _flip(flip: bool) -> np.ndarray:
-    return np.diag([-1.0 if flip else 1.0, 1.0, 1.0])
 
 
 def _homography(source: list[tuple[float, float]], target: list[tuple[float, float]]) -> np.ndarray:

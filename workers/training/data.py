@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session, aliased
 from torch.utils.data import Dataset
 
 from api.models import Image, ImageClass, ImageState
-from api.predict import center_crop, decode_rgb, normalise, resize_short
+from api.predict import center_crop, decode_rgb, resize_short
 from api.store import ImageStore
-from workers.training.augment import Augment
+from workers.training.augment import train_transform
 
 # Training crops are cut from a copy a little larger than the input, as fastai's
 # RandomResizedCrop cuts from the full image; a quarter more keeps memory modest.
@@ -151,11 +151,14 @@ Mode = Literal["augment", "plain", "valid"]
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
-    """Samples read through an ImageCache, as normalised CHW float tensors.
+    """Samples read through an ImageCache, as CHW uint8 tensors.
+
+    Batches are made float and normalised where the model runs (``fit.to_device``), as
+    fastai's batch transforms do: a quarter of the bytes to collate and to copy to a GPU.
 
     valid: centre crop at exactly the cache's side, which is api.predict's transform.
     plain: shorter side to ``image_size``, centre crop (training images, no augmentation).
-    augment: the random augmentation.
+    augment: the random augmentation (workers.training.augment.train_transform).
     """
 
     def __init__(
@@ -165,7 +168,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         self.cache = cache
         self.mode = mode
         self.image_size = image_size
-        self.augment = Augment(image_size) if mode == "augment" else None
+        self.augment = train_transform(image_size) if mode == "augment" else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -175,8 +178,8 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         array = self.cache.get(sample.path)
         size = self.image_size
         if self.augment is not None:
-            array = self.augment(array)
-        elif self.mode == "plain" and min(array.shape[:2]) != size:
+            return self.augment(PILImage.fromarray(array)), sample.label
+        if self.mode == "plain" and min(array.shape[:2]) != size:
             array = np.asarray(resize_short(PILImage.fromarray(array), size))
-        array = center_crop(array, size)
-        return torch.from_numpy(normalise(array)), sample.label
+        array = np.ascontiguousarray(center_crop(array, size).transpose(2, 0, 1))
+        return torch.from_numpy(array), sample.label

@@ -19,6 +19,7 @@ from torch import nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import OneCycleLR
 
+from workers.training.augment import normalise_batch
 from workers.training.model import headless
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -66,8 +67,12 @@ def place(model: nn.Module, arch: str, device: torch.device) -> nn.Module:
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    # Inputs stay contiguous: a channels_last model converts at its first convolution.
-    return x.to(device, non_blocking=True)
+    """A batch of uint8 images to the device, then to normalised float there.
+
+    Inputs stay contiguous: a channels_last model converts at its first convolution.
+    """
+    x = x.to(device, non_blocking=True)
+    return x if x.is_floating_point() else normalise_batch(x)
 
 
 def adamw(params: Any, lr: float, weight_decay: float) -> AdamW:

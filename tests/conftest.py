@@ -191,6 +191,11 @@ def stack(
         assert token.status_code == 201, token.text
         client.cookies.clear()
         client.headers["Authorization"] = f"Bearer {token.json()['token']}"
-        yield Stack(settings, env, worker, client, factory)
-    worker.stop()
+        stack = Stack(settings, env, worker, client, factory)
+        try:
+            yield stack
+        finally:
+            # A test may have replaced the worker (a restart after a crash): stop both.
+            for process in {id(worker): worker, id(stack.worker): stack.worker}.values():
+                process.stop()
     engine.dispose()

@@ -96,12 +96,15 @@ def test_a_live_worker_takes_over_from_a_dead_one(stack: Stack, tmp_path: Path) 
     _wait_running(stack, pid, job["id"])
     # A second worker joins while the first is busy, then the first dies.
     second = WorkerProcess(stack.env, tmp_path / "second.log")
-    deadline = time.monotonic() + 60
-    while "ready" not in second.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    stack.worker.kill_hard()
-    stack.worker = second
-    # No restart: the live worker's watch finds the stale heartbeat and takes the job.
-    _wait_running(stack, pid, job["id"], attempts=2)
-    c.post(f"/api/projects/{pid}/jobs/{job['id']}/cancel")
-    assert stack.wait_job(pid, job["id"], timeout=60)["status"] == "cancelled"
+    try:
+        deadline = time.monotonic() + 60
+        while "ready" not in second.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stack.worker.kill_hard()
+        stack.worker = second
+        # No restart: the live worker's watch finds the stale heartbeat and takes the job.
+        _wait_running(stack, pid, job["id"], attempts=2)
+        c.post(f"/api/projects/{pid}/jobs/{job['id']}/cancel")
+        assert stack.wait_job(pid, job["id"], timeout=60)["status"] == "cancelled"
+    finally:
+        second.stop()

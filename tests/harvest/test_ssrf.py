@@ -7,50 +7,46 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 
-import httpcore
 import pytest
 
 from tests.harvest.server import LocalServer, Reply, jpeg
 from workers.harvest.download import Download, Downloader, FetchLimits
-from workers.harvest.ssrf import AddressPolicy, address_problem, system_resolver
+from workers.harvest.ssrf import (
+    AddressPolicy,
+    AddrInfo,
+    FetchRefused,
+    Guard,
+    address_problem,
+    plain_socket,
+    system_resolver,
+)
 
 LIMITS = FetchLimits(concurrency=4, per_host=2, total_timeout=5, retries=0, backoff=0.01)
 
 
-class LoopbackOnly(httpcore.AsyncNetworkBackend):
-    """Records every connect the guard lets through; connects to loopback only, never beyond.
+class LoopbackOnly:
+    """A socket factory under the guard: records every socket the guard lets be opened and
+    opens it only for loopback, never beyond.
 
     A safety net for the tests themselves: were the guard broken, nothing would leave the
     machine, and the recorded attempts make the test fail.
     """
 
-    def __init__(self, redirect_to: str | None = None) -> None:
+    def __init__(self) -> None:
         self.attempts: list[str] = []
-        self.redirect_to = redirect_to
-        self.inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        self.attempts.append(host)
-        target = self.redirect_to or host
-        if not ipaddress.ip_address(target).is_loopback:
-            raise httpcore.ConnectError(f"test refuses to connect to {target}")
-        return await self.inner.connect_tcp(target, port, timeout, local_address, socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    def __call__(self, addr_info: AddrInfo) -> socket.socket:
+        ip = str(addr_info[4][0])
+        self.attempts.append(ip)
+        if not ipaddress.ip_address(ip).is_loopback:
+            raise OSError(f"test refuses to connect to {ip}")
+        return plain_socket(addr_info)
 
 
 def fetch(
     url: str,
     allow: str = "",
-    backend: httpcore.AsyncNetworkBackend | None = None,
+    sockets: LoopbackOnly | None = None,
     names: dict[str, list[str]] | None = None,
 ) -> Download:
     async def resolver(host: str, port: int) -> list[str]:
@@ -58,7 +54,7 @@ def fetch(
 
     async def run() -> Download:
         policy = AddressPolicy.from_setting(allow)
-        async with Downloader(LIMITS, policy, resolver, backend) as dl:
+        async with Downloader(LIMITS, policy, resolver, sockets or LoopbackOnly()) as dl:
             return await dl.fetch(url)
 
     return asyncio.run(run())
@@ -92,11 +88,11 @@ def test_ipv4_mapped_ipv6_loopback_is_refused_even_with_ipv4_allowlist(target: L
 
 
 def test_metadata_address_is_refused_before_any_connect() -> None:
-    backend = LoopbackOnly()
-    result = fetch("http://169.254.169.254/latest/meta-data/", backend=backend)
+    sockets = LoopbackOnly()
+    result = fetch("http://169.254.169.254/latest/meta-data/", sockets=sockets)
     assert result.reason == "blocked address"
     assert "link-local" in result.detail
-    assert backend.attempts == []
+    assert sockets.attempts == []
 
 
 def test_redirect_to_loopback_is_refused(target: LocalServer) -> None:
@@ -110,10 +106,10 @@ def test_redirect_to_loopback_is_refused(target: LocalServer) -> None:
 
 
 def test_file_url_is_refused() -> None:
-    backend = LoopbackOnly()
-    result = fetch("file:///etc/passwd", backend=backend)
+    sockets = LoopbackOnly()
+    result = fetch("file:///etc/passwd", sockets=sockets)
     assert result.reason == "blocked scheme"
-    assert backend.attempts == []
+    assert sockets.attempts == []
 
 
 def test_machine_hostname_resolving_to_loopback_is_refused(target: LocalServer) -> None:
@@ -135,24 +131,40 @@ def test_machine_hostname_resolving_to_loopback_is_refused(target: LocalServer) 
     ids=["10/8", "192.168/16", "ula", "mixed-answer"],
 )
 def test_name_resolving_to_private_address_is_refused(answer: list[str]) -> None:
-    backend = LoopbackOnly()
+    sockets = LoopbackOnly()
     result = fetch(
-        "http://intranet.example/x.jpg", backend=backend, names={"intranet.example": answer}
+        "http://intranet.example/x.jpg", sockets=sockets, names={"intranet.example": answer}
     )
     assert result.reason == "blocked address"
     assert "private" in result.detail
-    assert backend.attempts == []
+    assert sockets.attempts == []
 
 
-def test_connected_peer_is_checked_again(target: LocalServer) -> None:
-    # The name resolves to a public address but the socket ends up on loopback (a NAT, a
-    # rebinding trick): the peer address check refuses before any request is written.
-    backend = LoopbackOnly(redirect_to="127.0.0.1")
+def test_the_socket_is_checked_for_the_host_being_fetched() -> None:
+    # The last line: whatever address reaches the socket factory (aiohttp resolves no IP
+    # literal, a cache could answer for a name) is judged again, for the host of the request.
+    sockets = LoopbackOnly()
+    guard = Guard(AddressPolicy.from_setting("localhost"), socket_factory=sockets)
+    loopback: AddrInfo = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 80))
+
+    async def open_for(host: str) -> None:
+        guard.fetching(host)
+        guard.open_socket(loopback).close()
+
+    asyncio.run(open_for("localhost"))  # allowlisted by name
+    assert sockets.attempts == ["127.0.0.1"]
+    with pytest.raises(FetchRefused, match="loopback"):
+        asyncio.run(open_for("images.example"))
+    assert sockets.attempts == ["127.0.0.1"]
+
+
+def test_a_public_answer_is_connected_to_exactly() -> None:
+    sockets = LoopbackOnly()
     names = {"images.example": ["93.184.215.14"]}
-    result = fetch(f"http://images.example:{target.port}/x.jpg", backend=backend, names=names)
-    assert backend.attempts == ["93.184.215.14"]
-    assert result.reason == "blocked address"
-    assert target.hits() == 0
+    result = fetch("http://images.example:8080/x.jpg", sockets=sockets, names=names)
+    # The guard let the public address through; the test's own net stopped it there.
+    assert sockets.attempts == ["93.184.215.14"]
+    assert result.reason == "connection error"
 
 
 @pytest.mark.parametrize(

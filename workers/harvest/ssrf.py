@@ -1,24 +1,27 @@
 """The guard on every server-side fetch against server-side request forgery.
 
 Image URLs come from search engines and from users, so a URL may point at the cloud
-metadata service, the database or anything else on the worker's network. The check
-happens where the socket is opened: the guarded network backend resolves the name
-itself, refuses unless every address is public, connects to the vetted address (so a
-second DNS answer cannot swap in another one) and checks the peer address of the
-connected socket once more. Every redirect opens its connection through the same
-backend, so each hop is checked too (``workers.harvest.transport`` puts it under httpx).
+metadata service, the database or anything else on the worker's network. The checks happen
+where connections are made, under aiohttp: the guarded resolver answers only when every
+address of a name is allowed (aiohttp then connects to exactly those addresses, so a second
+DNS answer cannot swap in another one), and the guarded socket factory refuses to open a
+socket for an address that is not allowed for the host being fetched, which also covers
+IP-literal URLs (aiohttp does not resolve those). Every redirect is a new request through
+the same two checks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import httpcore
-import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -105,8 +108,8 @@ class AddressPolicy:
         return f"{host} is {ip} ({problem})" if problem else None
 
 
-def check_url(url: httpx.URL) -> None:
-    """Refuse what the guarded backend never sees: other schemes, missing hosts."""
+def check_url(url: URL) -> None:
+    """Refuse what never reaches a socket: other schemes, missing hosts."""
     if url.scheme not in ALLOWED_SCHEMES:
         raise FetchRefused("blocked scheme", f"{url.scheme or 'no'} scheme, only http and https")
     if not url.host:
@@ -119,62 +122,83 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that only connects to addresses the policy allows."""
+AddrInfo = tuple[Any, ...]  # socket.getaddrinfo's (family, type, proto, canonname, sockaddr)
+SocketFactory = Callable[[AddrInfo], socket.socket]
+
+
+def plain_socket(addr_info: AddrInfo) -> socket.socket:
+    family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
+    return socket.socket(family=family, type=type_, proto=proto)
+
+
+# The host of the request being made: the socket factory runs in the task that makes it.
+_fetching: contextvars.ContextVar[str | None] = contextvars.ContextVar("fetching", default=None)
+
+
+class Guard:
+    """The policy applied where aiohttp resolves names and opens sockets.
+
+    ``fetching(host)`` marks the host of the request about to be made, so that the socket
+    check judges the address for that host (the allowlist may name hosts).
+    """
 
     def __init__(
         self,
         policy: AddressPolicy,
         resolver: Resolver = system_resolver,
-        inner: httpcore.AsyncNetworkBackend | None = None,
+        socket_factory: SocketFactory = plain_socket,
     ) -> None:
         self.policy = policy
-        self.resolver = resolver
-        self.inner = inner or httpcore.AnyIOBackend()
+        self._resolve = resolver
+        self._socket = socket_factory
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    @staticmethod
+    def fetching(host: str) -> None:
+        _fetching.set(host)
+
+    async def addresses(self, host: str, port: int) -> list[str]:
         try:
-            addresses = await asyncio.wait_for(self.resolver(host, port), timeout)
-        except (OSError, TimeoutError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+            addresses = await self._resolve(host, port)
+        except OSError as exc:
+            raise OSError(f"cannot resolve {host}: {exc}") from exc
         if not addresses:
-            raise httpcore.ConnectError(f"{host} has no address")
+            raise OSError(f"{host} has no address")
         # One bad address refuses the name: a mixed answer is what a rebinding attack looks like.
         for ip in addresses:
             why = self.policy.refusal(host, ip)
             if why:
                 raise FetchRefused("blocked address", why)
-        error: Exception = httpcore.ConnectError(f"cannot connect to {host}")
-        for ip in addresses:
-            try:
-                stream = await self.inner.connect_tcp(
-                    ip, port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc
-                continue
-            peer = stream.get_extra_info("server_addr")
-            why = self.policy.refusal(host, str(peer[0])) if peer else None
-            if why:
-                await stream.aclose()
-                raise FetchRefused("blocked address", why)
-            return stream
-        raise error
+        return addresses
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise FetchRefused("blocked address", "unix sockets are never fetched")
+    def open_socket(self, addr_info: AddrInfo) -> socket.socket:
+        ip = str(addr_info[4][0])
+        host = _fetching.get() or ip
+        why = self.policy.refusal(host, ip)
+        if why:
+            raise FetchRefused("blocked address", why)
+        return self._socket(addr_info)
 
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver interface over ``Guard.addresses``."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host,
+                host=ip,
+                port=port,
+                family=socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for ip in await self.guard.addresses(host, port)
+        ]
+
+    async def close(self) -> None:
+        return None

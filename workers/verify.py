@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from api.config import Settings
-from api.models import Image, ImageState, LabelEvent
+from api.models import Image, ImageState, Job, LabelEvent
 from api.params import VerifyParams
 from api.store import ImageStore
 from workers.decode import DecodeLimits, Reason, Rejected, decode, shrink
@@ -110,9 +110,10 @@ def verify_job(
             query = query.where(Image.state == ImageState.pending)
         ids = {sha: image_id for sha, image_id in s.execute(query.order_by(Image.id))}
         reviewed = _reviewed(s, ctx.project_id) if params.recheck else set()
+        harvested = _harvest_minimums(s, ctx.project_id, ids)
     total = len(ids)
     ctx.report(0, total, f"verifying {total} images", force=True)
-    run = _Run(ctx, ids, reviewed, (params.min_width, params.min_height))
+    run = _Run(ctx, ids, reviewed, (params.min_width, params.min_height), harvested)
     run.decode(
         list(ids),
         process,
@@ -123,6 +124,28 @@ def verify_job(
     summary = run.conclude(params.recheck, started)
     ctx.report(total, total, summary_line(summary), force=True)
     return summary
+
+
+def _harvest_minimums(
+    session: Session, project_id: int, ids: dict[str, int]
+) -> dict[str, tuple[int, int]]:
+    """sha256 -> (min_width, min_height) of the harvest that brought the image in, where it
+    asked for one: a later verify job (a recheck, or the first check of a harvest run with
+    verify off) holds the image to it as the harvest itself would have."""
+    minimums: dict[int, tuple[int, int]] = {}
+    harvests = select(Job.id, Job.params).where(Job.project_id == project_id, Job.kind == "harvest")
+    for job_id, params in session.execute(harvests):
+        width, height = int(params.get("min_width") or 0), int(params.get("min_height") or 0)
+        if width or height:
+            minimums[job_id] = (width, height)
+    if not minimums:
+        return {}
+    rows = session.execute(
+        select(Image.sha256, Image.harvest_job_id).where(
+            Image.project_id == project_id, Image.harvest_job_id.in_(minimums)
+        )
+    )
+    return {sha: minimums[job_id] for sha, job_id in rows if sha in ids and job_id is not None}
 
 
 def summary_line(summary: dict[str, Any]) -> str:
@@ -253,11 +276,13 @@ class _Run:
         ids: dict[str, int],
         reviewed: set[int],
         min_size: tuple[int, int] = (0, 0),
+        own_min_sizes: dict[str, tuple[int, int]] | None = None,
     ) -> None:
         self.ctx = ctx
         self.ids = ids  # sha256 -> image id of everything to decode
         self.reviewed = reviewed
         self.min_size = min_size
+        self.own_min_sizes = own_min_sizes or {}  # sha256 -> the minimum its harvest set
         self.tally: Counter[str] = Counter()
         self.accepted: list[int] = []
         self.done = 0
@@ -299,8 +324,11 @@ class _Run:
             writer.close(batch)
 
     def _judge(self, verdict: Verdict) -> Verdict:
-        """The run's own minimum size on top of the decoder's (a harvest's min_width)."""
+        """The run's minimum size, and the image's own harvest's, on top of the decoder's."""
         min_width, min_height = self.min_size
+        own = self.own_min_sizes.get(verdict.sha256)
+        if own is not None:
+            min_width, min_height = max(min_width, own[0]), max(min_height, own[1])
         width, height = verdict.width, verdict.height
         if verdict.reason is None and width is not None and height is not None:
             small = width < min_width or height < min_height

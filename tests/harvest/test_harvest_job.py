@@ -13,6 +13,7 @@ from api.models import Image, ImageClass, ImageState, Job, SearchQuery
 from tests.harvest.fake_engine import FakeEngine
 from workers.harvest.job import harvest_job
 from workers.runner import JobCancelled, JobContext
+from workers.verify import verify_job
 
 MakeContext = Callable[..., JobContext]
 
@@ -171,6 +172,9 @@ def test_duckduckgo_scrolls_filters_small_and_walls_end_with_a_reason(
     assert result["verify"]["rejected_by_reason"] == {"too small": 10}
     small = [i for i in images(factory, project_id) if i.state is ImageState.rejected]
     assert {(i.engine, i.width, i.reject_reason) for i in small} == {("bing", 120, "too small")}
+    # A later recheck holds each image to the minimum of the harvest that brought it in.
+    again = verify_job(job_context("verify", {"recheck": True}))
+    assert again["rejected_by_reason"] == {"too small": 10}
 
 
 def test_cancel_stops_the_harvest(

@@ -132,7 +132,8 @@ class Downloader:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(
-                total=None,
+                total=None,  # the whole attempt, redirects included, is bounded in _attempt
+                connect=self.limits.connect_timeout,  # name resolution and connect
                 sock_connect=self.limits.connect_timeout,
                 sock_read=self.limits.read_timeout,
             ),

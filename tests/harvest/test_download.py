@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 import time
 from collections.abc import Iterable
@@ -69,6 +70,11 @@ def server() -> Iterable[LocalServer]:
         ),
         "/big": lambda r: Reply(body=b"\xff\xd8\xff" + b"0" * 60_000),
         "/stream": lambda r: Reply(body=b"\xff\xd8\xff" + b"0" * 60_000, unsized=True),
+        # 60 kB of JPEG-looking bytes in a 100-byte gzip body: the cap counts what it inflates to.
+        "/bomb.jpg": lambda r: Reply(
+            body=gzip.compress(b"\xff\xd8\xff" + bytes(60_000)),
+            headers={"Content-Type": "image/jpeg", "Content-Encoding": "gzip"},
+        ),
         "/slow": lambda r: Reply(body=jpeg(), delay=1.0),
         "/loop": lambda r: Reply(302, headers={"Location": "/loop"}),
         "/moved": lambda r: Reply(301, headers={"Location": "/ok.jpg"}),
@@ -102,6 +108,11 @@ def test_byte_cap_holds_with_and_without_content_length(server: LocalServer) -> 
     sized, unsized = fetch_all([f"{server.url}/big", f"{server.url}/stream"])
     assert sized.reason == "too large" and "Content-Length" in sized.detail
     assert unsized.reason == "too large" and "more than 50000" in unsized.detail
+
+
+def test_a_compressed_body_is_capped_by_what_it_inflates_to(server: LocalServer) -> None:
+    [result] = fetch_all([f"{server.url}/bomb.jpg"])
+    assert result.reason == "too large" and result.data is None
 
 
 def test_404_is_not_retried(server: LocalServer) -> None:

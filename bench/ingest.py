@@ -12,7 +12,10 @@ random bytes). Both sides get the same URL list:
   hash, state ok or rejected, near-duplicate groups).
 
 images/s = URLs in the list / wall seconds until every image is downloaded and verified.
-Imports and the image generation are outside the timing. The last line is machine-readable.
+Imports and the image generation are outside the timing. Each side's line also says how
+busy the machine's CPUs were meanwhile (from /proc/stat, where there is one): a side that
+waits on the network leaves them idle, a side bound by its CPU work keeps them busy.
+The last line is machine-readable.
 
     .venv/bin/python bench/ingest.py             # about a minute on 2 cores
 """
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import os
 import random
 import shutil
 import subprocess
@@ -143,12 +147,33 @@ class Run:
     steps: str  # where the seconds went
     kept: int
     notes: str = ""
+    busy: str = ""  # how busy the CPUs were meanwhile
 
     def line(self, name: str, urls: int) -> str:
+        notes = f" {self.notes}" if self.notes else ""
         return (
             f"{name}: {urls / self.seconds:.0f} img/s ({self.steps}), "
-            f"{self.kept} images kept {self.notes}"
+            f"{self.kept} images kept{notes}{self.busy}"
         )
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all CPUs since boot, or None without /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_since(start: tuple[int, int] | None) -> str:
+    end = cpu_ticks()
+    if start is None or end is None or end[1] == start[1]:
+        return ""
+    share = (end[0] - start[0]) / (end[1] - start[1])
+    return f"; CPUs {share:.0%} busy ({os.cpu_count()} CPUs)"
 
 
 def run_fastai(urls: list[str], dest: Path) -> Run:
@@ -156,6 +181,7 @@ def run_fastai(urls: list[str], dest: Path) -> Run:
 
     # fastprogress draws a bar on stdout; the timing does not need it.
     with contextlib.redirect_stdout(io.StringIO()):
+        ticks = cpu_ticks()
         started = time.perf_counter()
         download_images(dest, urls=urls)
         downloaded = time.perf_counter()
@@ -163,7 +189,7 @@ def run_fastai(urls: list[str], dest: Path) -> Run:
         failed.map(Path.unlink)
         verified = time.perf_counter()
     steps = f"{downloaded - started:.1f} s download + {verified - downloaded:.1f} s verify"
-    return Run(verified - started, steps, len(get_image_files(dest)))
+    return Run(verified - started, steps, len(get_image_files(dest)), busy=busy_since(ticks))
 
 
 def run_winnow(urls: list[str], data_dir: Path) -> Run:
@@ -185,15 +211,18 @@ def run_winnow(urls: list[str], data_dir: Path) -> Run:
     engine.dispose()
     items = [{"url": url, "label": LABEL} for url in urls]
 
+    ticks = cpu_ticks()
     started = time.perf_counter()
     imported = import_urls_job(job_context(settings, project_id, "import_urls", {"items": items}))
     seconds = time.perf_counter() - started
+    busy = busy_since(ticks)
     verified = imported["verify"]
     notes = (
         f"(import: {imported['downloaded']} stored, {imported['failures_by_reason']}; "
         f"verify rejected: {verified['rejected_by_reason']})"
     )
-    return Run(seconds, f"{seconds:.1f} s download and verify, overlapped", verified["ok"], notes)
+    steps = f"{seconds:.1f} s download and verify, overlapped"
+    return Run(seconds, steps, verified["ok"], notes, busy)
 
 
 def main() -> None:

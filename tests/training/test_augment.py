@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from api.predict import normalise
@@ -108,6 +109,15 @@ def test_lighting_changes_brightness_within_its_range() -> None:
     bright = Lighting(max_lighting=0.9, p=1.0)(torch.full((3, 4, 4), 0.9))
     assert bright.dtype == torch.float32 and float(bright.max()) <= 1.0
     assert torch.equal(Lighting(p=0.0)(image), image)
+
+
+def test_tv_tensor_images_stay_tv_tensor_images() -> None:
+    image = tv_tensors.Image(torch.from_numpy(noise(40, 50)).permute(2, 0, 1))
+    torch.manual_seed(0)
+    warped = Warp(32)(image)
+    lit = Lighting(p=1.0)(warped)
+    assert isinstance(warped, tv_tensors.Image) and isinstance(lit, tv_tensors.Image)
+    assert lit.shape == (3, 32, 32) and lit.dtype == torch.uint8
 
 
 def test_normalise_batch_matches_predict() -> None:

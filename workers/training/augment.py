@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -147,8 +148,11 @@ class Lighting(v2.Transform):
         mean = pixels.mean()
         pixels = ((pixels - mean) * params["contrast"] + mean) * params["brightness"]
         if inpt.is_floating_point():
-            return pixels.clamp_(0, 1).to(inpt.dtype)
-        return pixels.clamp_(0, 255).round_().to(inpt.dtype)
+            out = pixels.clamp_(0, 1).to(inpt.dtype)
+        else:
+            out = pixels.clamp_(0, 255).round_().to(inpt.dtype)
+        # A tv_tensors.Image stays one, as with torchvision's own transforms.
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
 
 def train_transform(size: int) -> v2.Compose:

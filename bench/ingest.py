@@ -173,7 +173,8 @@ def busy_since(start: tuple[int, int] | None) -> str:
     if start is None or end is None or end[1] == start[1]:
         return ""
     share = (end[0] - start[0]) / (end[1] - start[1])
-    return f"; CPUs {share:.0%} busy ({os.cpu_count()} CPUs)"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"; the machine's CPUs {share:.0%} busy ({usable} of {os.cpu_count()} usable here)"
 
 
 def run_fastai(urls: list[str], dest: Path) -> Run:

@@ -33,6 +33,13 @@ class Outcome(Generic[T, R]):
     error: str | None = None  # an unexpected exception in fn: a bug or I/O, not the image
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's or taskset's limit), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 class _Worker:
     def __init__(self, ctx: Any, fn: Callable[[Any], Any], limits: DecodeLimits) -> None:
         self.conn, child_conn = ctx.Pipe()
@@ -86,7 +93,7 @@ class DecoderPool(Generic[T, R]):
     ) -> None:
         self.fn = fn
         self.limits = limits or DecodeLimits()
-        self.size = workers or len(os.sched_getaffinity(0))
+        self.size = workers or usable_cpus()
         self.max_tasks = max_tasks
         # Items queued per child, so that none waits for the parent between two items.
         self.depth = depth

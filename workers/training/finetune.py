@@ -6,7 +6,6 @@ same features); the unfrozen stage trains everything with discriminative learnin
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from workers.isolation import usable_cpus
 from workers.training.data import (
     DataSplit,
     ImageCache,
@@ -66,7 +66,7 @@ def loader_workers(device: torch.device) -> int:
     # On the CPU the model needs every core; a GPU needs decoding and augmentation in parallel.
     if device.type != "cuda":
         return 0
-    return min(8, os.cpu_count() or 1)
+    return min(8, usable_cpus())
 
 
 def make_loader(

@@ -75,6 +75,9 @@ def server() -> Iterable[LocalServer]:
             body=gzip.compress(b"\xff\xd8\xff" + bytes(60_000)),
             headers={"Content-Type": "image/jpeg", "Content-Encoding": "gzip"},
         ),
+        "/cookie.jpg": lambda r: Reply(
+            body=jpeg(), headers={"Content-Type": "image/jpeg", "Set-Cookie": "c=" + "x" * 20_000}
+        ),
         "/slow": lambda r: Reply(body=jpeg(), delay=1.0),
         "/loop": lambda r: Reply(302, headers={"Location": "/loop"}),
         "/moved": lambda r: Reply(301, headers={"Location": "/ok.jpg"}),
@@ -96,6 +99,11 @@ def test_image_is_downloaded_with_browser_like_headers(server: LocalServer) -> N
         headers["User-Agent"].startswith("Mozilla/5.0")
         and headers["Referer"] == "http://127.0.0.1/page"
     )
+
+
+def test_a_long_header_is_taken_as_browsers_take_it(server: LocalServer) -> None:
+    [result] = fetch_all([f"{server.url}/cookie.jpg"])
+    assert result.reason is None and result.data == jpeg()
 
 
 def test_html_labelled_as_jpeg_is_not_an_image(server: LocalServer) -> None:

@@ -43,6 +43,7 @@ USER_AGENT = (
 )
 ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+MAX_HEADER_FIELD = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ class Downloader:
             trust_env=False,
             # Image hosts get no cookies from each other.
             cookie_jar=aiohttp.DummyCookieJar(),
+            # CDNs send long cookies and policy headers; browsers take them, so do we.
+            max_field_size=MAX_HEADER_FIELD,
         )
         return self
 

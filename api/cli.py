@@ -68,8 +68,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     worker = None
     if not args.no_worker:
         worker = subprocess.Popen(
-            worker_argv("cpu,browser,gpu", settings.worker_concurrency, "prefork", "INFO")
+            worker_argv("cpu,browser,gpu", settings.worker_concurrency, "prefork", "INFO"),
+            # Run in the child before exec; this process has no threads yet.
+            preexec_fn=_die_with_parent,
         )
+    # uvicorn stops on SIGTERM, then raises the signal again: with the default handler the
+    # process would end there, before the worker is stopped. This handler ends it with an
+    # exception instead, so the worker is always stopped first.
+    signal.signal(signal.SIGTERM, _stop_serving)
     try:
         uvicorn.run(
             "api.main:create_app",
@@ -78,14 +84,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port or settings.port,
             log_level="info",
         )
+    except (_Stopped, KeyboardInterrupt):
+        pass
     finally:
         if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            _stop_worker(worker)
     return 0
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: stop serving and stop the worker."""
+
+
+def _stop_serving(_signum: int, _frame: object) -> None:
+    raise _Stopped
+
+
+def _die_with_parent() -> None:
+    """In the worker's process before it starts: SIGTERM it when `serve` dies, however it
+    dies (killed, crashed), so that no worker is left running alone. Linux only."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown (running tasks finish), at most 30 s, then the worker and its pool."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
 
 
 def cmd_createuser(args: argparse.Namespace) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -50,6 +52,22 @@ def test_serve_embedded_default_then_demo(tmp_path: Path) -> None:
                 job = client.get(f"/api/projects/{pid}/jobs/{job['id']}").json()
             assert job["status"] == "succeeded", (job, serve.log()[-3000:])
             assert client.get(f"/api/projects/{pid}").json()["counts"] == {"ok": 40}
+    finally:
+        serve.stop()
+
+
+def test_sigterm_to_serve_alone_stops_its_worker(tmp_path: Path) -> None:
+    serve = ServeProcess(winnow_env(tmp_path / "data"), tmp_path / "serve.log")
+    try:
+        deadline = time.monotonic() + 90
+        while " ready." not in serve.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert " ready." in serve.log(), serve.log()[-3000:]
+        # As a process manager stops a service: SIGTERM to serve's own process only.
+        os.kill(serve.proc.pid, signal.SIGTERM)
+        assert serve.proc.wait(timeout=60) == 0
+        assert not serve.group_alive(timeout=15), "the worker outlived serve"
+        assert "Warm shutdown" in serve.log()
     finally:
         serve.stop()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +34,41 @@ def migrated(data_dir: Path, secret_key: str = "k") -> tuple[Settings, sessionma
     settings = Settings(data_dir=data_dir, secret_key=secret_key)
     upgrade(settings.db_url)
     return settings, make_session_factory(make_engine(settings.db_url))
+
+
+def _processes_using(data_root: str) -> list[tuple[int, str]]:
+    """Processes of this machine (other than this one) whose WINNOW_DATA_DIR lies under
+    ``data_root``: the servers and workers the tests started."""
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as env_file:
+                env = env_file.read().split(b"\0")
+            with open(f"/proc/{entry}/cmdline", "rb") as cmd_file:
+                cmdline = cmd_file.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        marker = f"WINNOW_DATA_DIR={data_root}".encode()
+        if any(item.startswith(marker) for item in env):
+            found.append((int(entry), cmdline[:120]))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the suite, nothing the tests started may still run (a worker left behind kept
+    polling its broker long after the suite, and slowed whatever ran next)."""
+    yield
+    root = str(tmp_path_factory.getbasetemp())
+    deadline = time.monotonic() + 15  # processes stopped just now may still be exiting
+    while (left := _processes_using(root)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid, _ in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes the tests started are still running: {left}"
 
 
 @pytest.fixture

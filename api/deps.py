@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.config import Settings
+from api.db import transaction
 from api.models import ApiToken, Project, ProjectMember, Role, User, utcnow
 from api.security import SESSION_COOKIE, SESSION_MAX_AGE, SessionSigner, token_digest
 
@@ -40,15 +41,8 @@ def start_session(request: Request, response: Response, user: User) -> None:
 
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request: committed when the handler returns normally."""
-    session: Session = request.app.state.session_factory()
-    try:
+    with transaction(request.app.state.session_factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 DbSession = Annotated[Session, Depends(get_session)]

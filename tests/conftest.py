@@ -40,6 +40,7 @@ def _processes_using(data_root: str) -> list[tuple[int, str]]:
     """Processes of this machine (other than this one) whose WINNOW_DATA_DIR lies under
     ``data_root``: the servers and workers the tests started."""
     found = []
+    marker = f"WINNOW_DATA_DIR={data_root}".encode()
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
@@ -50,7 +51,6 @@ def _processes_using(data_root: str) -> list[tuple[int, str]]:
                 cmdline = cmd_file.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue  # gone meanwhile, or not ours to read
-        marker = f"WINNOW_DATA_DIR={data_root}".encode()
         if any(item.startswith(marker) for item in env):
             found.append((int(entry), cmdline[:120]))
     return found

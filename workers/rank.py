@@ -25,6 +25,7 @@ from torchvision import models
 from api.models import ImageScore, ModelVersion
 from api.params import RankParams
 from workers.runner import JobContext
+from workers.training.cpu_paths import cpu_fast_paths
 from workers.training.data import ImageCache, ImageDataset, Sample, fold_of, load_samples
 from workers.training.finetune import make_loader
 from workers.training.fit import Progress, extract_features, pick_device, place
@@ -148,7 +149,8 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
     body, source = _feature_body(ctx, arch, len(classes), model, params.out_of_fold)
     progress = Progress((2 if body is not model else 1) * len(loader), ctx.report)
     progress.message = "scoring"
-    feats, _ = extract_features(model, arch, loader, device, progress, adapt_bn=False)
+    with cpu_fast_paths(model, device):
+        feats, _ = extract_features(model, arch, loader, device, progress, adapt_bn=False)
     labels = [s.label for s in samples]
     scores = in_sample(head(model, arch), feats, labels, samples)
     _store(ctx, version.id, "in_sample", scores, class_ids, labels)
@@ -156,7 +158,8 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
     if params.out_of_fold:
         if body is not model:
             progress.message = "ImageNet body features (out of fold)"
-            feats, _ = extract_features(body, arch, loader, device, progress, adapt_bn=False)
+            with cpu_fast_paths(body, device):
+                feats, _ = extract_features(body, arch, loader, device, progress, adapt_bn=False)
         scores = out_of_fold(
             feats.cpu().numpy(), np.array(labels), samples, params.folds, version.split_seed
         )

@@ -14,6 +14,7 @@ from api.models import ModelVersion
 from api.params import LrFindParams, TrainParams
 from workers.runner import JobContext
 from workers.training.advice import advise
+from workers.training.cpu_paths import cpu_fast_paths
 from workers.training.data import DataSplit, load_split
 from workers.training.export import export_model
 from workers.training.finetune import (
@@ -181,16 +182,6 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
         + loaders.unfrozen_batches(params.epochs)
     )
     progress = Progress(total, ctx.report)
-    features = None
-    if need_features:
-        progress.message = "computing body features"
-        features = body_features(model, arch, loaders, device, progress, built.weights == "random")
-    lr, lr_curve = params.lr, None
-    if lr is None:
-        assert features is not None
-        progress.message = "finding a learning rate"
-        lr_curve = find_lr(built, features[0], params.batch_size, progress)
-        lr = lr_curve.suggestions.get("valley", DEFAULT_LR)
 
     def on_epoch(row: dict[str, Any]) -> None:
         progress.message = (
@@ -203,20 +194,35 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
             # A new list: SQLAlchemy does not see in-place changes to a JSON column.
             version.metrics = [*version.metrics, row]
 
-    progress.message = "training"
-    result = fine_tune(
-        model,
-        arch,
-        loaders,
-        device,
-        params.epochs,
-        params.freeze_epochs,
-        lr,
-        params.weight_decay,
-        progress,
-        on_epoch,
-        features,
-    )
+    # Only around training: export traces the plain modules.
+    with cpu_fast_paths(model, device):
+        features = None
+        if need_features:
+            progress.message = "computing body features"
+            features = body_features(
+                model, arch, loaders, device, progress, built.weights == "random"
+            )
+        lr, lr_curve = params.lr, None
+        if lr is None:
+            assert features is not None
+            progress.message = "finding a learning rate"
+            lr_curve = find_lr(built, features[0], params.batch_size, progress)
+            lr = lr_curve.suggestions.get("valley", DEFAULT_LR)
+
+        progress.message = "training"
+        result = fine_tune(
+            model,
+            arch,
+            loaders,
+            device,
+            params.epochs,
+            params.freeze_epochs,
+            lr,
+            params.weight_decay,
+            progress,
+            on_epoch,
+            features,
+        )
     train_seconds = time.perf_counter() - started
     advice = advise(
         result.history,

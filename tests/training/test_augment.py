@@ -1,5 +1,5 @@
 """The augmentation as v2 transforms: the composed matrices land where each part says they do,
-on PIL images and on tensors alike, and the pipeline gives what the model expects."""
+on PIL images, tensors and batches alike, and the batch pipeline gives what the model expects."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from api.predict import normalise
-from workers.training.augment import Lighting, Warp, normalise_batch, train_transform
+from workers.training.augment import (
+    BatchAugment,
+    Lighting,
+    SourceBatch,
+    Warp,
+    collate_sources,
+    normalise_batch,
+)
 
 NOTHING: dict[str, Any] = {"min_scale": 1.0, "ratio": (1.0, 1.0), "p_affine": 0.0, "p_warp": 0.0}
 
@@ -72,16 +79,68 @@ def test_pil_and_tensor_paths_agree() -> None:
         assert np.abs(a[inner] - b[inner]).mean() < 3
 
 
+def chw(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def test_a_batch_of_different_sizes_is_each_image_warped_alone() -> None:
+    """Each image at the top left of the canvas, warped by its own matrix, is what Pillow
+    makes of that image alone: the padding is never sampled as if it were the image."""
+    arrays = [noise(40, 56, 1), noise(52, 40, 2), noise(40, 40, 3)]
+    smooth = [
+        np.array(Image.fromarray(a).resize((10, 10)).resize(a.shape[1::-1], Image.BILINEAR))
+        for a in arrays
+    ]
+    batch, labels = collate_sources([(chw(a), i) for i, a in enumerate(smooth)])
+    assert batch.images.shape == (3, 3, 52, 56) and labels.tolist() == [0, 1, 2]
+    assert batch.sizes.tolist() == [[40, 56], [52, 40], [40, 40]]
+    warp = Warp(32)
+    torch.manual_seed(0)
+    matrices = warp.matrices(batch.sizes[:, 0], batch.sizes[:, 1])
+    out = warp.transform(batch.images, {"matrices": matrices})
+    assert out.shape == (3, 3, 32, 32) and out.dtype == torch.uint8
+    for i, array in enumerate(smooth):
+        alone = warp.transform(Image.fromarray(array), {"matrices": matrices[i : i + 1]})
+        inner = (slice(3, -3), slice(3, -3))
+        diff = np.abs(
+            np.asarray(alone).astype(int) - np.asarray(out[i].permute(1, 2, 0)).astype(int)
+        )
+        assert diff[inner].mean() < 2
+
+
+def test_each_image_of_a_batch_draws_its_own_parameters() -> None:
+    image = chw(noise(48, 48))
+    batch = SourceBatch(image.expand(8, -1, -1, -1).contiguous(), torch.tensor([[48, 48]] * 8))
+    torch.manual_seed(0)
+    out = BatchAugment(32)(batch, torch.device("cpu"))
+    assert len({tuple(row.flatten()[:64].tolist()) for row in out}) == 8
+
+
 def test_the_same_seed_gives_the_same_augmentation() -> None:
-    image = Image.fromarray(noise(48, 64))
-    transform = train_transform(32)
+    batch, _ = collate_sources([(chw(noise(48, 64, s)), 0) for s in range(4)])
+    augment = BatchAugment(32)
     torch.manual_seed(3)
-    first = [transform(image) for _ in range(5)]
+    first = [augment(batch, torch.device("cpu")) for _ in range(3)]
     torch.manual_seed(3)
-    again = [transform(image) for _ in range(5)]
+    again = [augment(batch, torch.device("cpu")) for _ in range(3)]
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
-    assert not all(torch.equal(first[0], f) for f in first[1:])
-    assert first[0].shape == (3, 32, 32) and first[0].dtype == torch.uint8
+    assert not torch.equal(first[0], first[1])
+    assert first[0].shape == (4, 3, 32, 32) and first[0].dtype == torch.float32
+
+
+def test_with_nothing_random_the_batch_pipeline_is_a_resize_and_normalise() -> None:
+    """No crop, flip, rotation, warp or lighting: the output is the image resized to the
+    model's input and normalised as api.predict does (a check on every constant on the way)."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, :32] = (200, 30, 90)  # left half coloured
+    batch, _ = collate_sources([(chw(image), 0)])
+    augment = BatchAugment(32)
+    augment.warp = Warp(32, p_flip=0.0, **NOTHING)
+    augment.lighting = Lighting(p=0.0)
+    out = augment(batch, torch.device("cpu"))[0]
+    expected = normalise(np.asarray(Image.fromarray(image).resize((32, 32), Image.BILINEAR)))
+    np.testing.assert_allclose(out[:, :, :15].numpy(), expected[:, :, :15], atol=1e-4)
+    np.testing.assert_allclose(out[:, :, 17:].numpy(), expected[:, :, 17:], atol=1e-4)
 
 
 def test_rotation_and_zoom_keep_the_centre() -> None:
@@ -109,6 +168,20 @@ def test_lighting_changes_brightness_within_its_range() -> None:
     bright = Lighting(max_lighting=0.9, p=1.0)(torch.full((3, 4, 4), 0.9))
     assert bright.dtype == torch.float32 and float(bright.max()) <= 1.0
     assert torch.equal(Lighting(p=0.0)(image), image)
+
+
+def test_lighting_draws_its_own_factors_for_each_image_of_a_batch() -> None:
+    batch = torch.full((64, 3, 8, 8), 0.5)
+    torch.manual_seed(0)
+    out = Lighting(p=1.0)(batch)
+    means = out.mean(dim=(1, 2, 3))
+    assert float(means.min()) >= 0.4 - 1e-6 and float(means.max()) <= 0.6 + 1e-6
+    assert len(set(means.tolist())) == 64
+    # p: the share of images changed.
+    torch.manual_seed(0)
+    half = Lighting(p=0.5)(batch)
+    unchanged = int((half.mean(dim=(1, 2, 3)) == 0.5).sum())
+    assert 16 <= unchanged <= 48
 
 
 def test_tv_tensor_images_stay_tv_tensor_images() -> None:

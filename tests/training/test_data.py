@@ -21,6 +21,7 @@ from workers.training.data import (
     load_split,
     train_source_side,
 )
+from workers.training.finetune import make_loaders
 from workers.training.fit import to_device
 
 
@@ -111,16 +112,23 @@ def test_augmented_and_plain_training_inputs(
     project_id: int,
 ) -> None:
     images(per_class=3)
-    samples = _split(factory, settings, project_id).train
+    split = _split(factory, settings, project_id)
     cache = ImageCache(train_source_side(24))
-    plain = ImageDataset(samples, cache, "plain", 24)
-    augmented = ImageDataset(samples, cache, "augment", 24)
-    torch.manual_seed(0)
-    for dataset in (plain, augmented):
-        tensor, _ = dataset[0]
-        assert tensor.shape == (3, 24, 24) and tensor.dtype == torch.uint8
-        # ImageNet-normalised on the device: roughly centred, not in [0, 255].
-        batch = to_device(tensor[None], torch.device("cpu"))
-        assert float(batch.min()) > -3 and float(batch.max()) < 3
+    cache.preload([s.path for s in split.train])
+    plain = ImageDataset(split.train, cache, "plain", 24)
+    tensor, _ = plain[0]
+    assert tensor.shape == (3, 24, 24) and tensor.dtype == torch.uint8
     assert torch.equal(plain[0][0], plain[0][0])
-    assert not torch.equal(augmented[0][0], augmented[0][0])
+    # Augmented training images are whole, as cached; the loader augments each batch.
+    loaders = make_loaders(split, 24, 4, torch.device("cpu"), seed=0)
+    source, _ = loaders.train.loader.dataset[0]  # type: ignore[attr-defined]
+    assert source.shape[0] == 3 and min(source.shape[1:]) == train_source_side(24)
+    torch.manual_seed(0)
+    batches = [x for x, _ in loaders.train]
+    assert len(batches) == len(loaders.train) == len(split.train) // 4
+    for batch in batches:
+        assert batch.shape == (4, 3, 24, 24) and batch.dtype == torch.float32
+        # ImageNet-normalised: roughly centred, not in [0, 1] or [0, 255].
+        assert float(batch.min()) > -3 and float(batch.max()) < 3 and float(batch.min()) < 0
+    again = [x for x, _ in loaders.train]
+    assert not torch.equal(batches[0], again[0])

@@ -26,7 +26,6 @@ from torch.utils.data import Dataset
 from api.models import Image, ImageClass, ImageState
 from api.predict import center_crop, decode_rgb, resize_short
 from api.store import ImageStore
-from workers.training.augment import train_transform
 
 # Training crops are cut from a copy a little larger than the input, as fastai's
 # RandomResizedCrop cuts from the full image; a quarter more keeps memory modest.
@@ -158,7 +157,8 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
 
     valid: centre crop at exactly the cache's side, which is api.predict's transform.
     plain: shorter side to ``image_size``, centre crop (training images, no augmentation).
-    augment: the random augmentation (workers.training.augment.train_transform).
+    augment: the image as cached, whole; the random augmentation runs on the batch
+    (workers.training.augment: collate_sources, then BatchAugment where the model runs).
     """
 
     def __init__(
@@ -168,7 +168,6 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         self.cache = cache
         self.mode = mode
         self.image_size = image_size
-        self.augment = train_transform(image_size) if mode == "augment" else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -177,8 +176,8 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         sample = self.samples[index]
         array = self.cache.get(sample.path)
         size = self.image_size
-        if self.augment is not None:
-            return self.augment(PILImage.fromarray(array)), sample.label
+        if self.mode == "augment":
+            return torch.from_numpy(array).permute(2, 0, 1), sample.label
         if self.mode == "plain" and min(array.shape[:2]) != size:
             array = np.asarray(resize_short(PILImage.fromarray(array), size))
         array = np.ascontiguousarray(center_crop(array, size).transpose(2, 0, 1))

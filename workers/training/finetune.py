@@ -7,7 +7,7 @@ same features); the unfrozen stage trains everything with discriminative learnin
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from workers.isolation import usable_cpus
+from workers.training.augment import BatchAugment, collate_sources
 from workers.training.data import (
     DataSplit,
     ImageCache,
@@ -69,14 +70,35 @@ def loader_workers(device: torch.device) -> int:
     return min(8, usable_cpus())
 
 
+class AugmentedBatches:
+    """Batches of whole training images, augmented on the device (one batch at a time)."""
+
+    def __init__(self, loader: Batches, image_size: int, device: torch.device) -> None:
+        self.loader, self.device = loader, device
+        self.augment = BatchAugment(image_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for sources, labels in self.loader:
+            yield self.augment(sources, self.device), labels
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
 def make_loader(
-    dataset: ImageDataset, batch_size: int, device: torch.device, shuffle: bool, seed: int = 0
+    dataset: ImageDataset,
+    batch_size: int,
+    device: torch.device,
+    shuffle: bool,
+    seed: int = 0,
+    collate: Callable[[list[Any]], Any] | None = None,
 ) -> Batches:
     workers = loader_workers(device)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        collate_fn=collate,
         # A last batch of one breaks BatchNorm and adds noise; fastai drops it too.
         drop_last=shuffle and len(dataset) > batch_size,
         num_workers=workers,
@@ -104,8 +126,14 @@ def make_loaders(
     train = ImageDataset(split.train, train_cache, "augment" if augment else "plain", size)
     plain = ImageDataset(split.train, train_cache, "plain", size)
     valid = ImageDataset(split.valid, valid_cache, "valid", size)
+    train_batches: Batches
+    if augment:
+        sources = make_loader(train, batch_size, device, True, seed, collate=collate_sources)
+        train_batches = AugmentedBatches(sources, image_size, device)
+    else:
+        train_batches = make_loader(train, batch_size, device, shuffle=True, seed=seed)
     return Loaders(
-        train=make_loader(train, batch_size, device, shuffle=True, seed=seed),
+        train=train_batches,
         train_plain=make_loader(plain, batch_size * 2, device, False),
         valid=make_loader(valid, batch_size * 2, device, False),
         batch_size=batch_size,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +17,7 @@ from api.models import Image, ImageState
 from api.predict import prepare
 from api.store import ImageStore
 from workers.training.data import (
+    MAX_TRAIN_ASPECT,
     ImageCache,
     ImageDataset,
     in_validation,
@@ -132,3 +135,19 @@ def test_augmented_and_plain_training_inputs(
         assert float(batch.min()) > -3 and float(batch.max()) < 3 and float(batch.min()) < 0
     again = [x for x, _ in loaders.train]
     assert not torch.equal(batches[0], again[0])
+
+
+def test_a_panorama_is_scaled_to_the_widest_training_aspect(tmp_path: Path) -> None:
+    path = tmp_path / "panorama.jpg"
+    PILImage.new("RGB", (1000, 100), (10, 200, 30)).save(path)
+    square = tmp_path / "square.jpg"
+    PILImage.new("RGB", (300, 300), (10, 200, 30)).save(square)
+    cache = ImageCache(30, max_aspect=MAX_TRAIN_ASPECT)
+    cache.preload([path, square])
+    assert MAX_TRAIN_ASPECT == 3.0
+    assert cache.get(path).shape == (9, 90, 3)  # long side 3 x 30
+    assert cache.get(square).shape == (30, 30, 3)
+    # Not cached (over the budget): decoded the same way.
+    assert ImageCache(30, budget=0, max_aspect=MAX_TRAIN_ASPECT).get(path).shape == (9, 90, 3)
+    # Without a limit (validation), the whole width.
+    assert ImageCache(30).get(path).shape == (30, 300, 3)

@@ -32,6 +32,10 @@ from api.store import ImageStore
 TRAIN_SOURCE_SCALE = 1.25
 # Decoded images are kept in memory up to this many bytes; the rest are decoded per batch.
 CACHE_BYTES = 2 * 1024**3
+# Training images longer than this (long side / short side) are scaled down to it. A batch is
+# augmented on a canvas as large as its largest image (augment.collate_sources): one 10:1
+# panorama would make every image of its batch that wide.
+MAX_TRAIN_ASPECT = 3.0
 
 
 @dataclass(frozen=True)
@@ -116,12 +120,23 @@ class ImageCache:
 
     short_side: int
     budget: int = CACHE_BYTES
+    # Longer images are scaled down until their long side is short_side * max_aspect.
+    max_aspect: float | None = None
     arrays: dict[Path, np.ndarray] = field(default_factory=dict)
     used: int = 0
 
     def get(self, path: Path) -> np.ndarray:
         array = self.arrays.get(path)
-        return array if array is not None else decode_rgb(path, self.short_side)
+        return array if array is not None else self.decode(path)
+
+    def decode(self, path: Path) -> np.ndarray:
+        array = decode_rgb(path, self.short_side)
+        height, width = array.shape[:2]
+        if self.max_aspect is None or max(height, width) <= self.short_side * self.max_aspect:
+            return array
+        scale = self.short_side * self.max_aspect / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return np.asarray(PILImage.fromarray(array).resize(size, PILImage.Resampling.BILINEAR))
 
     def preload(
         self, paths: Sequence[Path], progress: Callable[[int, int], None] | None = None
@@ -130,7 +145,7 @@ class ImageCache:
         todo = [p for p in paths if p not in self.arrays]
         pool = ThreadPoolExecutor(max_workers=4)
         try:
-            decoded = pool.map(lambda p: decode_rgb(p, self.short_side), todo)
+            decoded = pool.map(self.decode, todo)
             for done, (path, array) in enumerate(zip(todo, decoded, strict=True)):
                 if self.used + array.nbytes <= self.budget:
                     self.arrays[path] = array

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from workers.isolation import usable_cpus
 from workers.training.augment import BatchAugment, collate_sources
 from workers.training.data import (
+    MAX_TRAIN_ASPECT,
     DataSplit,
     ImageCache,
     ImageDataset,
@@ -118,7 +119,7 @@ def make_loaders(
     on_decode: Callable[[int, int], None] | None = None,
 ) -> Loaders:
     """Decode every image once into memory, then build the three loaders over the cache."""
-    train_cache = ImageCache(train_source_side(image_size))
+    train_cache = ImageCache(train_source_side(image_size), max_aspect=MAX_TRAIN_ASPECT)
     valid_cache = ImageCache(image_size)
     train_cache.preload([s.path for s in split.train], on_decode)
     valid_cache.preload([s.path for s in split.valid], on_decode)

@@ -65,7 +65,8 @@ class Loaders:
 
 
 def loader_workers(device: torch.device) -> int:
-    # On the CPU the model needs every core; a GPU needs decoding and augmentation in parallel.
+    # On the CPU the model needs every core. A GPU needs batches assembled (and images beyond
+    # the cache's budget decoded) in parallel; augmentation runs on the GPU itself.
     if device.type != "cuda":
         return 0
     return min(8, usable_cpus())

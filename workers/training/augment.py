@@ -81,7 +81,11 @@ class Warp(v2.Transform):
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         heights, widths = _image_sizes(flat_inputs)
-        return {"matrices": self.matrices(heights, widths)}
+        return self.params(heights, widths)
+
+    def params(self, heights: torch.Tensor, widths: torch.Tensor) -> dict[str, Any]:
+        """Parameters for images of these sizes (each at the top left of its canvas)."""
+        return {"matrices": self.matrices(heights, widths), "heights": heights, "widths": widths}
 
     def matrices(self, heights: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
         """(N, 3, 3) float64: output pixel coordinates -> source pixel coordinates.
@@ -112,7 +116,8 @@ class Warp(v2.Transform):
                 Image.Resampling.BILINEAR,
             )
         batch = inpt if inpt.ndim == 4 else inpt.unsqueeze(0)
-        out = warp_batch(batch.as_subclass(torch.Tensor), matrices, self.size)
+        sizes = (params["heights"], params["widths"]) if "heights" in params else None
+        out = warp_batch(batch.as_subclass(torch.Tensor), matrices, self.size, sizes)
         out = out if inpt.ndim == 4 else out[0]
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
@@ -211,8 +216,8 @@ class BatchAugment:
 
     def __call__(self, batch: SourceBatch, device: torch.device) -> torch.Tensor:
         images = TF.to_dtype(batch.images.to(device, non_blocking=True), torch.float32, scale=True)
-        matrices = self.warp.matrices(batch.sizes[:, 0], batch.sizes[:, 1])
-        warped = self.warp.transform(images, {"matrices": matrices})
+        params = self.warp.params(batch.sizes[:, 0], batch.sizes[:, 1])
+        warped = self.warp.transform(images, params)
         lit = self.lighting(warped)
         return TF.normalize(lit, list(IMAGENET_MEAN), list(IMAGENET_STD), inplace=True)
 
@@ -224,24 +229,40 @@ def normalise_batch(batch: torch.Tensor) -> torch.Tensor:
     return TF.normalize(scaled, list(IMAGENET_MEAN), list(IMAGENET_STD), inplace=True)
 
 
-def warp_batch(batch: torch.Tensor, matrices: torch.Tensor, size: int) -> torch.Tensor:
+def warp_batch(
+    batch: torch.Tensor,
+    matrices: torch.Tensor,
+    size: int,
+    sizes: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Resample each image of ``batch`` (N, C, H, W) through its own matrix (output pixel ->
-    source pixel, continuous coordinates), bilinear, black outside; the input's dtype back."""
+    source pixel, continuous coordinates); the input's dtype back.
+
+    As Pillow's bilinear transform: a point outside its image is black, one inside blends
+    only that image's pixels (the edge pixels repeat; the canvas around it is never read).
+    ``sizes``: each image's (heights, widths) at the top left of the canvas; default all of it.
+    """
     n, _, height, width = batch.shape
     device = batch.device
-    # Source pixel coordinates -> grid_sample's [-1, 1] (align_corners=False: -1 is the
-    # outer edge of the first pixel, as coordinate 0 is in Pillow's convention).
-    to_grid = torch.tensor(
-        [[2 / width, 0, -1], [0, 2 / height, -1], [0, 0, 1]], dtype=torch.float64
-    )
-    mapping = (to_grid @ matrices.to("cpu", torch.float64)).to(device, torch.float32)
+    if sizes is None:
+        sizes = torch.full((n,), height), torch.full((n,), width)
+    limits = torch.stack([sizes[1], sizes[0]], dim=1).to(device, torch.float32).view(n, 1, 2)
+    mapping = matrices.to(device, torch.float32)
     centres = torch.arange(size, device=device, dtype=torch.float32) + 0.5
     ys, xs = torch.meshgrid(centres, centres, indexing="ij")
     points = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).view(1, size * size, 3)
     mapped = points @ mapping.transpose(1, 2)  # (N, size * size, 3)
-    grid = (mapped[..., :2] / mapped[..., 2:]).view(n, size, size, 2)
+    xy = mapped[..., :2] / mapped[..., 2:]  # source pixel coordinates, x then y
+    inside = ((xy >= 0) & (xy < limits)).all(dim=-1)
+    # Clamped to the outermost pixel centres: bilinear weights fall on the image's own pixels.
+    xy = torch.minimum(xy.clamp(min=0.5), limits - 0.5)
+    # To grid_sample's [-1, 1] over the canvas (align_corners=False: -1 is the outer edge of
+    # the first pixel, as coordinate 0 is in Pillow's convention).
+    canvas = torch.tensor([width, height], device=device, dtype=torch.float32)
+    grid = (xy * (2 / canvas) - 1).view(n, size, size, 2)
     pixels = batch if batch.is_floating_point() else batch.float()
-    out = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = out * inside.view(n, 1, size, size)
     if batch.is_floating_point():
         return out.to(batch.dtype)
     return out.round_().clamp_(0, 255).to(batch.dtype)

@@ -146,6 +146,7 @@ def test_a_panorama_is_scaled_to_the_widest_training_aspect(tmp_path: Path) -> N
     cache.preload([path, square])
     assert MAX_TRAIN_ASPECT == 3.0
     assert cache.get(path).shape == (9, 90, 3)  # long side 3 x 30
+    assert cache.get(path).flags.writeable  # torch.from_numpy warns on read-only arrays
     assert cache.get(square).shape == (30, 30, 3)
     # Not cached (over the budget): decoded the same way.
     assert ImageCache(30, budget=0, max_aspect=MAX_TRAIN_ASPECT).get(path).shape == (9, 90, 3)

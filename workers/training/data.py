@@ -136,7 +136,7 @@ class ImageCache:
             return array
         scale = self.short_side * self.max_aspect / max(height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        return np.asarray(PILImage.fromarray(array).resize(size, PILImage.Resampling.BILINEAR))
+        return np.array(PILImage.fromarray(array).resize(size, PILImage.Resampling.BILINEAR))
 
     def preload(
         self, paths: Sequence[Path], progress: Callable[[int, int], None] | None = None

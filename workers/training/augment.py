@@ -116,7 +116,7 @@ class Warp(v2.Transform):
                 Image.Resampling.BILINEAR,
             )
         batch = inpt if inpt.ndim == 4 else inpt.unsqueeze(0)
-        sizes = (params["heights"], params["widths"]) if "heights" in params else None
+        sizes = (params["heights"], params["widths"])
         out = warp_batch(batch.as_subclass(torch.Tensor), matrices, self.size, sizes)
         out = out if inpt.ndim == 4 else out[0]
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
@@ -218,14 +218,17 @@ class BatchAugment:
         images = TF.to_dtype(batch.images.to(device, non_blocking=True), torch.float32, scale=True)
         params = self.warp.params(batch.sizes[:, 0], batch.sizes[:, 1])
         warped = self.warp.transform(images, params)
-        lit = self.lighting(warped)
-        return TF.normalize(lit, list(IMAGENET_MEAN), list(IMAGENET_STD), inplace=True)
+        return _imagenet_normalise(self.lighting(warped))
 
 
 def normalise_batch(batch: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, C, H, W) -> float32 scaled to [0, 1], ImageNet-normalised: the same
     numbers as api.predict's transform."""
-    scaled = TF.to_dtype(batch, torch.float32, scale=True)
+    return _imagenet_normalise(TF.to_dtype(batch, torch.float32, scale=True))
+
+
+def _imagenet_normalise(scaled: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] -> ImageNet-normalised, in place."""
     return TF.normalize(scaled, list(IMAGENET_MEAN), list(IMAGENET_STD), inplace=True)
 
 
@@ -233,19 +236,17 @@ def warp_batch(
     batch: torch.Tensor,
     matrices: torch.Tensor,
     size: int,
-    sizes: tuple[torch.Tensor, torch.Tensor] | None = None,
+    sizes: tuple[torch.Tensor, torch.Tensor],
 ) -> torch.Tensor:
     """Resample each image of ``batch`` (N, C, H, W) through its own matrix (output pixel ->
     source pixel, continuous coordinates); the input's dtype back.
 
     As Pillow's bilinear transform: a point outside its image is black, one inside blends
     only that image's pixels (the edge pixels repeat; the canvas around it is never read).
-    ``sizes``: each image's (heights, widths) at the top left of the canvas; default all of it.
+    ``sizes``: each image's (heights, widths) at the top left of the canvas.
     """
     n, _, height, width = batch.shape
     device = batch.device
-    if sizes is None:
-        sizes = torch.full((n,), height), torch.full((n,), width)
     limits = torch.stack([sizes[1], sizes[0]], dim=1).to(device, torch.float32).view(n, 1, 2)
     mapping = matrices.to(device, torch.float32)
     centres = torch.arange(size, device=device, dtype=torch.float32) + 0.5

@@ -7,6 +7,7 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
+COPY core ./core
 COPY api ./api
 COPY workers ./workers
 COPY web ./web

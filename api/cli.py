@@ -10,12 +10,12 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from api.config import Settings, get_settings
-from api.db import make_engine, make_session_factory, transaction
+from core.config import Settings, get_settings
+from core.db import make_engine, make_session_factory, transaction
 
 
 def _migrate(settings: Settings) -> None:
-    from api.migrate import upgrade
+    from core.migrate import upgrade
 
     upgrade(settings.db_url)
 
@@ -56,7 +56,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.users import ensure_admin
+    from core.users import ensure_admin
 
     settings = get_settings()
     _migrate(settings)
@@ -126,7 +126,7 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
 def cmd_createuser(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import IntegrityError
 
-    from api.users import create_user
+    from core.users import create_user
 
     settings = get_settings()
     password = os.environ.get("WINNOW_NEW_PASSWORD") or getpass.getpass("Password: ")
@@ -145,7 +145,7 @@ def cmd_createuser(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from api.demo import create_demo_project, write_demo_zip
+    from core.demo import create_demo_project, write_demo_zip
 
     if args.zip:
         with open(args.zip, "wb") as target:

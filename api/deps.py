@@ -10,10 +10,10 @@ from fastapi import Depends, HTTPException, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.config import Settings
-from api.db import transaction
-from api.models import ApiToken, Project, ProjectMember, Role, User, utcnow
-from api.security import SESSION_COOKIE, SESSION_MAX_AGE, SessionSigner, token_digest
+from core.config import Settings
+from core.db import transaction
+from core.security import SESSION_COOKIE, SESSION_MAX_AGE, SessionSigner, token_digest
+from core.tables import ApiToken, ModelVersion, Project, ProjectMember, Role, User, utcnow
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -148,3 +148,28 @@ def owner_access(access: ProjectAccess) -> Access:
 
 
 OwnerAccess = Annotated[Access, Depends(owner_access)]
+
+
+class LoginRequired(Exception):
+    """A page was asked for without a session: the app answers with a redirect to /login."""
+
+
+def page_access(
+    project_id: int, session: DbSession, user: Annotated[User | None, Depends(optional_user)]
+) -> Access:
+    """Project access for a web page: login first (a redirect), then the same membership
+    check as the REST routes (one 404 for "absent" and "not yours")."""
+    if user is None:
+        raise LoginRequired()
+    return project_access(project_id, session, user)
+
+
+PageAccess = Annotated[Access, Depends(page_access)]
+
+
+def load_version(session: Session, project_id: int, model_id: int) -> ModelVersion:
+    """A model version of this project; 404 for one of another project, as for projects."""
+    version = session.get(ModelVersion, model_id)
+    if version is None or version.project_id != project_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"model {model_id} not found")
+    return version

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
-from api.config import Settings, get_settings
-from api.db import make_engine, make_session_factory
-from api.routes import auth, exports, images, jobs, models, projects
-from api.schemas import Health
-from api.security import SessionSigner
+from api.deps import LoginRequired
+from api.routes import auth, exports, images, jobs, model_versions, projects
+from core.config import Settings, get_settings
+from core.db import make_engine, make_session_factory
+from core.schemas import Health
+from core.security import SessionSigner
 from web import pages
 
 VERSION = "0.1.0"
@@ -47,8 +49,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             version=VERSION,
         )
 
-    for module in (auth, projects, images, jobs, models, exports):
+    for module in (auth, projects, images, jobs, model_versions, exports):
         app.include_router(module.router, prefix="/api")
+
+    @app.exception_handler(LoginRequired)
+    def login_first(request: Request, _exc: LoginRequired) -> Response:
+        # An htmx fragment (the jobs panel) must not swap a whole login page into itself.
+        if request.headers.get("hx-request"):
+            return Response(status_code=status.HTTP_401_UNAUTHORIZED)
+        return RedirectResponse(f"/login?next={request.url.path}", status.HTTP_303_SEE_OTHER)
+
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
     return app

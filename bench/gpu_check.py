@@ -30,9 +30,10 @@ def main() -> None:
     from sqlalchemy.orm import Session
     from torchvision import models
 
-    from api.db import make_engine
-    from api.models import ModelVersion
-    from api.predict import load_predictor, prepare
+    from core.db import make_engine
+    from core.predictor import load_predictor
+    from core.preprocess import prepare
+    from core.tables import ModelVersion
     from workers.rank import rank_job
     from workers.train import lr_find_job, train_job
 

@@ -196,9 +196,9 @@ def run_fastai(urls: list[str], dest: Path) -> Run:
 
 
 def run_winnow(urls: list[str], data_dir: Path) -> Run:
-    from api.config import Settings
-    from api.db import Base, make_engine, make_session_factory, transaction
-    from api.models import Project
+    from core.config import Settings
+    from core.db import Base, make_engine, make_session_factory, transaction
+    from core.tables import Project
     from workers.harvest.urllist import import_urls_job
 
     # The bench server listens on several loopback addresses, as images come from many hosts.
@@ -258,7 +258,7 @@ def main() -> None:
         # Imported up front so that neither side's timing includes importing torch.
         import fastai.vision.all  # noqa: F401
 
-        import workers.verify  # noqa: F401
+        import workers.verify.streaming  # noqa: F401
 
         theirs = run_fastai(urls, work / "fastai")
         print(theirs.line("fastai", len(urls)), flush=True)

@@ -18,11 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from api.config import Settings  # noqa: E402
-from api.db import Base, make_engine, make_session_factory, transaction  # noqa: E402
-from api.ingest import Provenance, add_image, class_by_name  # noqa: E402
-from api.models import ImageState, Project  # noqa: E402
-from api.store import ImageStore  # noqa: E402
+from core.config import Settings  # noqa: E402
+from core.db import Base, make_engine, make_session_factory, transaction  # noqa: E402
+from core.ingest import Provenance, add_image, class_by_name  # noqa: E402
+from core.store import ImageStore  # noqa: E402
+from core.tables import ImageState, Project  # noqa: E402
 from workers.runner import JobContext, local_job  # noqa: E402
 
 HUES = {

@@ -88,8 +88,8 @@ def run_winnow(args: argparse.Namespace) -> dict[str, Any]:
     from sqlalchemy.orm import Session
     from synthetic import job_context, winnow_project
 
-    from api.db import make_engine
-    from api.models import ModelVersion
+    from core.db import make_engine
+    from core.tables import ModelVersion
     from workers.train import train_job
 
     torch.set_num_threads(args.threads)

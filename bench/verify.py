@@ -104,13 +104,13 @@ def run_fastai_resize(paths: list[Path], dest: Path) -> float:
 
 
 def run_winnow(paths: list[Path], folder: Path) -> tuple[float, dict[str, object]]:
-    from api.config import Settings
-    from api.db import Base, make_engine, make_session_factory, transaction
-    from api.ingest import Provenance, add_image, class_by_name
-    from api.models import Job, Project
-    from api.store import ImageStore
+    from core.config import Settings
+    from core.db import Base, make_engine, make_session_factory, transaction
+    from core.ingest import Provenance, add_image, class_by_name
+    from core.store import ImageStore
+    from core.tables import Job, Project
     from workers.runner import JobContext
-    from workers.verify import verify_job
+    from workers.verify.job import verify_job
 
     settings = Settings(data_dir=folder, secret_key="bench")
     folder.mkdir(parents=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from api import models  # noqa: F401  (registers the tables on the metadata)
-from api.config import get_settings
-from api.db import Base, make_engine
+from core import tables  # noqa: F401  (registers the tables on the metadata)
+from core.config import get_settings
+from core.db import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata

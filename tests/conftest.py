@@ -16,12 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.config import Settings
-from api.db import Base, make_engine, make_session_factory, transaction
 from api.main import create_app
-from api.migrate import upgrade
-from api.models import Project
-from api.users import create_user
+from core.config import Settings
+from core.db import Base, make_engine, make_session_factory, transaction
+from core.migrate import upgrade
+from core.tables import Project
+from core.users import create_user
 from tests.services import PostgresServer, RedisServer, WorkerProcess
 from workers.runner import JobContext, local_job
 
@@ -54,6 +54,28 @@ def _processes_using(data_root: str) -> list[tuple[int, str]]:
         if any(item.startswith(marker) for item in env):
             found.append((int(entry), cmdline[:120]))
     return found
+
+
+BROWSER_FIXTURES = {"chromium", "page", "browser_settings"}
+STACK_FIXTURES = {"redis_server", "postgres_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers from what a test uses, so that a new test is marked without anyone
+    remembering to: Chromium -> browser, Redis or Postgres -> stack; both, and a real
+    worker on any broker, are slow (modules that train or serve mark themselves slow)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params: dict[str, Any] = callspec.params if callspec is not None else {}
+        browser = bool(names & BROWSER_FIXTURES)
+        stack = bool(names & STACK_FIXTURES) or params.get("stack") == "postgres-redis"
+        if browser:
+            item.add_marker(pytest.mark.browser)
+        if stack:
+            item.add_marker(pytest.mark.stack)
+        if browser or stack or "stack" in names:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)

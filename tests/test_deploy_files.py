@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from api.cli import build_parser
-from api.queue import QUEUES, TASKS
+from core.kinds import KINDS
+from core.queue import QUEUES
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _compose() -> dict:  # type: ignore[type-arg]
+def _compose() -> dict[str, Any]:
     data = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     assert isinstance(data, dict)
     return data
@@ -40,10 +42,10 @@ def test_compose_commands_are_valid_cli_calls() -> None:
         assert service["environment"]["WINNOW_BROKER_URL"].startswith("redis://"), name
         assert service["environment"]["WINNOW_DATABASE_URL"].startswith("postgresql+psycopg://")
     # Every queue a job can be sent to has a worker.
-    assert consumed == set(QUEUES) >= {queue for _, queue in TASKS.values()}
+    assert consumed == set(QUEUES) >= {kind.queue for kind in KINDS.values()}
 
 
 def test_dockerfile_copies_what_the_package_needs() -> None:
     text = (REPO / "Dockerfile").read_text()
-    for folder in ("api", "workers", "web", "migrations"):
+    for folder in ("core", "api", "workers", "web", "migrations"):
         assert f"COPY {folder} ./{folder}" in text

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from api.db import Base, make_engine
-from api.migrate import check, upgrade
+from core.db import Base, make_engine
+from core.migrate import check, upgrade
 from tests.services import PostgresServer
 
 

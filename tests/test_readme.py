@@ -11,6 +11,9 @@ import pytest
 
 from tests.services import REPO, ServeProcess, winnow_env
 
+# Real training runs, served processes: seconds each.
+pytestmark = pytest.mark.slow
+
 
 def walkthrough() -> str:
     text = (REPO / "README.md").read_text()

@@ -11,14 +11,22 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from api import projects
-from api.deps import DbSession, optional_user, project_access, start_session
-from api.images import ImageFilter, Sort, latest_scored_model, list_images
-from api.model_schemas import ModelDetail
-from api.models import ImageState, Job, ModelVersion, User
-from api.routes.models import load_version
-from api.security import SESSION_COOKIE, SessionSigner
-from api.users import authenticate
+from api.deps import (
+    DbSession,
+    LoginRequired,
+    PageAccess,
+    load_version,
+    optional_user,
+    start_session,
+)
+from core import projects
+from core.images import ImageFilter, Sort, latest_scored_model, list_images
+from core.kinds import KINDS
+from core.model_version_schemas import ModelDetail
+from core.security import SESSION_COOKIE, SessionSigner
+from core.tables import ImageState, Job, JobStatus, ModelVersion, User
+from core.users import authenticate
+from web.forms import job_forms
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -37,10 +45,6 @@ def _render(request: Request, name: str, user: User | None, **context: Any) -> H
         name,
         {"user": user, "csrf": signer.csrf_token(cookie) if cookie else "", **context},
     )
-
-
-def _login_redirect(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"/login?next={request.url.path}", status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -69,7 +73,7 @@ def login_form(
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, session: DbSession, user: PageUser) -> Response:
     if user is None:
-        return _login_redirect(request)
+        raise LoginRequired()
     rows = [
         (p, role, projects.state_counts(session, p.id))
         for p, role in projects.projects_for(session, user.id, user.is_admin)
@@ -78,10 +82,9 @@ def home(request: Request, session: DbSession, user: PageUser) -> Response:
 
 
 @router.get("/projects/{project_id}", response_class=HTMLResponse)
-def project_page(project_id: int, request: Request, session: DbSession, user: PageUser) -> Response:
-    if user is None:
-        return _login_redirect(request)
-    access = project_access(project_id, session, user)
+def project_page(
+    project_id: int, request: Request, session: DbSession, access: PageAccess
+) -> Response:
     models = session.scalars(
         select(ModelVersion)
         .where(ModelVersion.project_id == project_id)
@@ -90,24 +93,35 @@ def project_page(project_id: int, request: Request, session: DbSession, user: Pa
     return _render(
         request,
         "project.html",
-        user,
+        access.user,
         access=access,
         project=access.project,
         counts=projects.state_counts(session, project_id),
         models=models,
+        job_forms=job_forms(),
     )
 
 
 @router.get("/projects/{project_id}/jobs-panel", response_class=HTMLResponse)
-def jobs_panel(project_id: int, request: Request, session: DbSession, user: PageUser) -> Response:
-    """The jobs table, polled by htmx while something runs."""
-    if user is None:
-        return Response(status_code=status.HTTP_401_UNAUTHORIZED)
-    access = project_access(project_id, session, user)
+def jobs_panel(
+    project_id: int, request: Request, session: DbSession, access: PageAccess
+) -> Response:
+    """The jobs table. It polls itself only while a job is queued or running; a new job
+    (the page's winnow:job event) starts the polling again."""
     jobs = session.scalars(
         select(Job).where(Job.project_id == project_id).order_by(Job.id.desc()).limit(20)
     ).all()
-    return _render(request, "_jobs.html", user, project=access.project, jobs=jobs, access=access)
+    active = any(j.status in (JobStatus.queued, JobStatus.running) for j in jobs)
+    return _render(
+        request,
+        "_jobs.html",
+        access.user,
+        project=access.project,
+        jobs=jobs,
+        access=access,
+        active=active,
+        kinds=KINDS,
+    )
 
 
 @router.get("/projects/{project_id}/review", response_class=HTMLResponse)
@@ -115,15 +129,12 @@ def review_page(
     project_id: int,
     request: Request,
     session: DbSession,
-    user: PageUser,
+    access: PageAccess,
     state: str = "ok",
     label: str = "",
     sort: str = "-loss",
     offset: int = 0,
 ) -> Response:
-    if user is None:
-        return _login_redirect(request)
-    access = project_access(project_id, session, user)
     classes = access.project.classes
     label_id = next((c.id for c in classes if c.name == label), None)
     flt = ImageFilter(label_id=label_id, duplicates=state == "duplicates")
@@ -138,7 +149,7 @@ def review_page(
     return _render(
         request,
         "review.html",
-        user,
+        access.user,
         access=access,
         project=access.project,
         classes=classes,
@@ -153,20 +164,16 @@ def review_page(
 
 
 @router.get("/projects/{project_id}/history", response_class=HTMLResponse)
-def history_page(project_id: int, request: Request, session: DbSession, user: PageUser) -> Response:
-    if user is None:
-        return _login_redirect(request)
-    access = project_access(project_id, session, user)
-    return _render(request, "history.html", user, access=access, project=access.project)
+def history_page(project_id: int, request: Request, access: PageAccess) -> Response:
+    return _render(request, "history.html", access.user, access=access, project=access.project)
 
 
 @router.get("/projects/{project_id}/models/{model_id}", response_class=HTMLResponse)
 def model_page(
-    project_id: int, model_id: int, request: Request, session: DbSession, user: PageUser
+    project_id: int, model_id: int, request: Request, session: DbSession, access: PageAccess
 ) -> Response:
     """One model: metrics per epoch, advice, confusion matrix, top losses with heatmaps."""
-    if user is None:
-        return _login_redirect(request)
-    access = project_access(project_id, session, user)
     detail = ModelDetail.full(load_version(session, project_id, model_id))
-    return _render(request, "model.html", user, access=access, project=access.project, model=detail)
+    return _render(
+        request, "model.html", access.user, access=access, project=access.project, model=detail
+    )

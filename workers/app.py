@@ -11,8 +11,8 @@ from celery import Celery
 from celery.signals import worker_ready
 from kombu import Queue
 
-from api.config import get_settings
-from api.queue import QUEUES, celery_config
+from core.config import get_settings
+from core.queue import QUEUES, celery_config
 
 log = logging.getLogger(__name__)
 

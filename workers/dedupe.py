@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.models import Image, ImageState
+from core.tables import Image, ImageState
 
 NEAR_DUPLICATE_BITS = 6
 _HASH_SIDE = 32

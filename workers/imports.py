@@ -7,11 +7,11 @@ from functools import partial
 from pathlib import PurePosixPath
 from typing import Any
 
-from api.ingest import NewImage, Provenance, add_images, class_by_name
-from api.models import ImageState
-from api.params import ImportZipParams
+from core.ingest import NewImage, Provenance, add_images, class_by_name
+from core.params import ImportZipParams
+from core.tables import ImageState
 from workers.runner import JobContext
-from workers.verify import Verifier, verifying_import
+from workers.verify.streaming import Verifier, verifying_import
 
 MAX_MEMBERS = 200_000
 BATCH = 200

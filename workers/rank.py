@@ -22,8 +22,8 @@ from sqlalchemy import delete, select
 from torch import nn
 from torchvision import models
 
-from api.models import ImageScore, ModelVersion
-from api.params import RankParams
+from core.params import RankParams
+from core.tables import ImageScore, ModelVersion
 from workers.runner import JobContext
 from workers.training.cpu_paths import cpu_fast_paths
 from workers.training.data import ImageCache, ImageDataset, Sample, fold_of, load_samples

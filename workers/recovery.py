@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.config import Settings
-from api.db import transaction
-from api.models import Job, JobStatus, utcnow
-from api.queue import enqueue
+from core.config import Settings
+from core.db import transaction
+from core.queue import enqueue
+from core.tables import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 

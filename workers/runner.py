@@ -22,10 +22,10 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.config import Settings, get_settings
-from api.db import make_engine, make_session_factory, transaction
-from api.models import Job, JobStatus, utcnow
-from api.store import ImageStore
+from core.config import Settings, get_settings
+from core.db import make_engine, make_session_factory, transaction
+from core.store import ImageStore, image_store
+from core.tables import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def context_for(job: Job, settings: Settings, factory: sessionmaker[Session]) ->
         project_id=job.project_id,
         params=dict(job.params or {}),
         settings=settings,
-        store=ImageStore(settings.data_dir / "images"),
+        store=image_store(settings),
         factory=factory,
     )
 

@@ -1,55 +1,40 @@
-"""Thin, named tasks: each takes a job id and hands the work to the runner."""
+"""Thin, named tasks, one per job kind of core.kinds: each takes a job id and hands the
+job function to the runner. The job function is imported when the task runs, so a worker
+on the browser queue never loads torch, and one on the GPU queue never loads Playwright."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from importlib import import_module
+from typing import Any
+
+from celery import Task
+
+from core.kinds import KINDS, JobKind
 from workers.app import app
-from workers.runner import run_job
+from workers.runner import JobFn, run_job
 
 
-@app.task(name="winnow.import_zip")
-def import_zip(job_id: int) -> str:
-    from workers.imports import import_zip_job
-
-    return run_job(job_id, import_zip_job)
-
-
-@app.task(name="winnow.import_urls")
-def import_urls(job_id: int) -> str:
-    from workers.harvest.urllist import import_urls_job
-
-    return run_job(job_id, import_urls_job)
+def job_function(kind: JobKind) -> JobFn:
+    module, _, name = kind.function.partition(":")
+    fn: JobFn = getattr(import_module(module), name)
+    return fn
 
 
-@app.task(name="winnow.harvest")
-def harvest(job_id: int) -> str:
-    from workers.harvest.job import harvest_job
+def _task_for(kind: JobKind) -> Task[Any, Any]:
+    def run(job_id: int) -> str:
+        return run_job(job_id, job_function(kind))
 
-    return run_job(job_id, harvest_job)
-
-
-@app.task(name="winnow.verify")
-def verify(job_id: int) -> str:
-    from workers.verify import verify_job
-
-    return run_job(job_id, verify_job)
-
-
-@app.task(name="winnow.train")
-def train(job_id: int) -> str:
-    from workers.train import train_job
-
-    return run_job(job_id, train_job)
+    run.__name__ = run.__qualname__ = kind.name.value
+    run.__doc__ = f"{kind.title}: runs {kind.function} for one job."
+    register: Callable[..., Task[Any, Any]] = app.task(
+        name=kind.task,
+        # The soft limit raises inside the job (it ends failed, its worker takes the next);
+        # the hard one kills a job that ignores it.
+        soft_time_limit=kind.time_limit,
+        time_limit=kind.time_limit + 60,
+    )
+    return register(run)
 
 
-@app.task(name="winnow.lr_find")
-def lr_find(job_id: int) -> str:
-    from workers.train import lr_find_job
-
-    return run_job(job_id, lr_find_job)
-
-
-@app.task(name="winnow.rank")
-def rank(job_id: int) -> str:
-    from workers.rank import rank_job
-
-    return run_job(job_id, rank_job)
+TASKS: dict[str, Task[Any, Any]] = {kind.task: _task_for(kind) for kind in KINDS.values()}

@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from sqlalchemy import select
 
-from api.config import Settings
-from api.models import ModelVersion
-from api.params import LrFindParams, TrainParams
+from core.config import Settings
+from core.params import LrFindParams, TrainParams
+from core.tables import ModelVersion
 from workers.runner import JobContext
 from workers.training.advice import advise
 from workers.training.cpu_paths import cpu_fast_paths
 from workers.training.data import DataSplit, load_split
 from workers.training.export import export_model
 from workers.training.finetune import (
+    Features,
     Loaders,
     body_features,
     fine_tune,
     make_loaders,
     samples_per_class,
 )
-from workers.training.fit import Progress, evaluate, extract_features, pick_device, place
+from workers.training.fit import (
+    FitResult,
+    Progress,
+    evaluate,
+    extract_features,
+    pick_device,
+    place,
+)
 from workers.training.interpret import gradcam_png, interpret
 from workers.training.lr_find import LrCurve, lr_find_head
 from workers.training.model import BuiltModel, build_model, head
@@ -101,8 +110,10 @@ def find_lr(
     features: tuple[torch.Tensor, torch.Tensor],
     batch_size: int,
     progress: Progress,
+    seed: int,
     params: LrFindParams | None = None,
 ) -> LrCurve:
+    """The LR finder over the head on cached body features, seeded by the job's seed."""
     params = params or LrFindParams()
     return lr_find_head(
         head(built.model, built.arch),
@@ -113,7 +124,7 @@ def find_lr(
         params.end_lr,
         params.num_iter,
         progress,
-        seed=params.seed,
+        seed=seed,
     )
 
 
@@ -128,7 +139,7 @@ def lr_find_job(ctx: JobContext) -> dict[str, Any]:
         built.model, built.arch, loaders.train_plain, device, progress, built.weights == "random"
     )
     progress.message = "sweeping learning rates"
-    curve = find_lr(built, features, params.batch_size, progress, params)
+    curve = find_lr(built, features, params.batch_size, progress, params.seed, params)
     return {
         **curve.as_dict(),
         "arch": params.arch,
@@ -161,7 +172,23 @@ def _create_version(ctx: JobContext, params: TrainParams, split: DataSplit) -> i
         return version.id
 
 
+@dataclass
+class Training:
+    """What the train job's chapters share: the data, the model, where it runs."""
+
+    ctx: JobContext
+    params: TrainParams
+    split: DataSplit
+    version_id: int
+    built: BuiltModel
+    device: torch.device
+    loaders: Loaders
+    progress: Progress
+    features: tuple[Features, Features] | None = None
+
+
 def train_job(ctx: JobContext) -> dict[str, Any]:
+    """Prepare the data and the model, find a learning rate, fit, interpret, export."""
     params = TrainParams.model_validate(ctx.params)
     if params.epochs + params.freeze_epochs == 0:
         raise ValueError("nothing to train: epochs and freeze_epochs are both 0")
@@ -171,59 +198,14 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
     # Timed from before decoding, as fastai decodes inside its fit; building the model is
     # set-up, outside the figure on both sides.
     started = time.perf_counter()
-    loaders = data_loaders(ctx, params, split, device)
-    model, arch = built.model, built.arch
-
-    need_features = params.freeze_epochs > 0 or params.lr is None
-    total = (
-        (loaders.feature_batches() if need_features else 0)
-        + (LR_FIND_ITERATIONS if params.lr is None else 0)
-        + loaders.head_steps(params.freeze_epochs)
-        + loaders.unfrozen_batches(params.epochs)
-    )
-    progress = Progress(total, ctx.report)
-
-    def on_epoch(row: dict[str, Any]) -> None:
-        progress.message = (
-            f"epoch {row['epoch'] + 1}/{params.freeze_epochs + params.epochs} ({row['stage']}): "
-            f"error rate {row['error_rate']}"
-        )
-        with ctx.session() as s:
-            version = s.get(ModelVersion, version_id)
-            assert version is not None
-            # A new list: SQLAlchemy does not see in-place changes to a JSON column.
-            version.metrics = [*version.metrics, row]
-
+    training = _prepare(ctx, params, split, version_id, built, device)
     # Only around training: export traces the plain modules.
-    with cpu_fast_paths(model, device):
-        features = None
-        if need_features:
-            progress.message = "computing body features"
-            features = body_features(
-                model, arch, loaders, device, progress, built.weights == "random"
-            )
-        lr, lr_curve = params.lr, None
-        if lr is None:
-            assert features is not None
-            progress.message = "finding a learning rate"
-            lr_curve = find_lr(built, features[0], params.batch_size, progress)
-            lr = lr_curve.suggestions.get("valley", DEFAULT_LR)
-
-        progress.message = "training"
-        result = fine_tune(
-            model,
-            arch,
-            loaders,
-            device,
-            params.epochs,
-            params.freeze_epochs,
-            lr,
-            params.weight_decay,
-            progress,
-            on_epoch,
-            features,
-        )
+    with cpu_fast_paths(built.model, device):
+        lr, lr_curve = _learning_rate(training)
+        result = _fit(training, lr)
     train_seconds = time.perf_counter() - started
+    best = result.history[result.best_epoch] if result.best_epoch is not None else None
+    interpretation, files = _interpret_and_export(training, result) if best else (None, {})
     advice = advise(
         result.history,
         result.best_epoch,
@@ -232,57 +214,8 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
         len(split.valid),
         built.note if built.weights == "random" and params.pretrained else None,
     )
-    interpretation: dict[str, Any] | None = None
-    files: dict[str, str] = {}
-    best = result.history[result.best_epoch] if result.best_epoch is not None else None
-    if result.best_state is not None and best is not None:
-        ctx.report(progress.total, progress.total, "interpreting and exporting", force=True)
-        model.load_state_dict(result.best_state)
-        out_dir = ctx.settings.data_dir / "models" / str(version_id)
-        evaluation = evaluate(model, loaders.valid, device)
-        interpretation = interpret(evaluation, split.valid, split.classes)
-        for row in interpretation["top_losses"]:
-            sample = next(s for s in split.valid if s.image_id == row["image_id"])
-            png = out_dir / "gradcam" / f"{sample.image_id}.png"
-            gradcam_png(
-                model,
-                arch,
-                sample,
-                params.image_size,
-                split.classes.index(row["predicted"]),
-                device,
-                png,
-            )
-            row["gradcam"] = str(png.relative_to(ctx.settings.data_dir))
-        paths = export_model(
-            model,
-            arch,
-            split.classes,
-            params.image_size,
-            out_dir,
-            {
-                "model_version_id": version_id,
-                "project_id": ctx.project_id,
-                "data_version": split.version,
-                "best_epoch": result.best_epoch,
-                "metrics": best,
-                "weights_source": built.weights,
-            },
-        )
-        files = {k: str(v.relative_to(ctx.settings.data_dir)) for k, v in paths.items()}
-
-    with ctx.session() as s:
-        version = s.get(ModelVersion, version_id)
-        assert version is not None
-        version.best_epoch = result.best_epoch
-        version.error_rate = best["error_rate"] if best else None
-        version.advice = advice
-        version.interpretation = interpretation
-        version.files = files
-        version.params = {**version.params, "lr": lr, "weights_source": built.weights}
+    _record(training, result, best, lr, advice, interpretation, files)
     images = len(split.train) * (params.freeze_epochs + params.epochs)
-    summary = f"error rate {best['error_rate']:.4f} (epoch {result.best_epoch})" if best else ""
-    ctx.report(progress.total, progress.total, f"done: {summary or 'no usable epoch'}", force=True)
     return {
         "model_version_id": version_id,
         "best_epoch": result.best_epoch,
@@ -296,3 +229,127 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
         "images_per_second": round(images / train_seconds, 2) if train_seconds > 0 else None,
         "advice": [a["code"] for a in advice],
     }
+
+
+def _prepare(
+    ctx: JobContext,
+    params: TrainParams,
+    split: DataSplit,
+    version_id: int,
+    built: BuiltModel,
+    device: torch.device,
+) -> Training:
+    loaders = data_loaders(ctx, params, split, device)
+    need_features = params.freeze_epochs > 0 or params.lr is None
+    total = (
+        (loaders.feature_batches() if need_features else 0)
+        + (LR_FIND_ITERATIONS if params.lr is None else 0)
+        + loaders.head_steps(params.freeze_epochs)
+        + loaders.unfrozen_batches(params.epochs)
+    )
+    training = Training(
+        ctx, params, split, version_id, built, device, loaders, Progress(total, ctx.report)
+    )
+    if need_features:
+        training.progress.message = "computing body features"
+        training.features = body_features(
+            built.model, built.arch, loaders, device, training.progress, built.weights == "random"
+        )
+    return training
+
+
+def _learning_rate(t: Training) -> tuple[float, LrCurve | None]:
+    """The rate asked for, or the LR finder's valley on the head."""
+    if t.params.lr is not None:
+        return t.params.lr, None
+    assert t.features is not None
+    t.progress.message = "finding a learning rate"
+    curve = find_lr(t.built, t.features[0], t.params.batch_size, t.progress, t.params.seed)
+    return curve.suggestions.get("valley", DEFAULT_LR), curve
+
+
+def _fit(t: Training, lr: float) -> FitResult:
+    params = t.params
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        t.progress.message = (
+            f"epoch {row['epoch'] + 1}/{params.freeze_epochs + params.epochs} ({row['stage']}): "
+            f"error rate {row['error_rate']}"
+        )
+        with t.ctx.session() as s:
+            version = s.get(ModelVersion, t.version_id)
+            assert version is not None
+            # A new list: SQLAlchemy does not see in-place changes to a JSON column.
+            version.metrics = [*version.metrics, row]
+
+    t.progress.message = "training"
+    return fine_tune(
+        t.built.model,
+        t.built.arch,
+        t.loaders,
+        t.device,
+        params.epochs,
+        params.freeze_epochs,
+        lr,
+        params.weight_decay,
+        t.progress,
+        on_epoch,
+        t.features,
+    )
+
+
+def _interpret_and_export(t: Training, result: FitResult) -> tuple[dict[str, Any], dict[str, str]]:
+    """The best epoch's weights: confusion matrix, top losses with Grad-CAM, export."""
+    ctx, split, model, arch = t.ctx, t.split, t.built.model, t.built.arch
+    assert result.best_state is not None and result.best_epoch is not None
+    ctx.report(t.progress.total, t.progress.total, "interpreting and exporting", force=True)
+    model.load_state_dict(result.best_state)
+    out_dir = ctx.settings.data_dir / "models" / str(t.version_id)
+    evaluation = evaluate(model, t.loaders.valid, t.device)
+    interpretation = interpret(evaluation, split.valid, split.classes)
+    for row in interpretation["top_losses"]:
+        sample = next(s for s in split.valid if s.image_id == row["image_id"])
+        png = out_dir / "gradcam" / f"{sample.image_id}.png"
+        predicted = split.classes.index(row["predicted"])
+        gradcam_png(model, arch, sample, t.params.image_size, predicted, t.device, png)
+        row["gradcam"] = str(png.relative_to(ctx.settings.data_dir))
+    paths = export_model(
+        model,
+        arch,
+        split.classes,
+        t.params.image_size,
+        out_dir,
+        {
+            "model_version_id": t.version_id,
+            "project_id": ctx.project_id,
+            "data_version": split.version,
+            "best_epoch": result.best_epoch,
+            "metrics": result.history[result.best_epoch],
+            "weights_source": t.built.weights,
+        },
+    )
+    files = {k: str(v.relative_to(ctx.settings.data_dir)) for k, v in paths.items()}
+    return interpretation, files
+
+
+def _record(
+    t: Training,
+    result: FitResult,
+    best: dict[str, Any] | None,
+    lr: float,
+    advice: list[dict[str, Any]],
+    interpretation: dict[str, Any] | None,
+    files: dict[str, str],
+) -> None:
+    with t.ctx.session() as s:
+        version = s.get(ModelVersion, t.version_id)
+        assert version is not None
+        version.best_epoch = result.best_epoch
+        version.error_rate = best["error_rate"] if best else None
+        version.advice = advice
+        version.interpretation = interpretation
+        version.files = files
+        version.params = {**version.params, "lr": lr, "weights_source": t.built.weights}
+    summary = f"error rate {best['error_rate']:.4f} (epoch {result.best_epoch})" if best else ""
+    total = t.progress.total
+    t.ctx.report(total, total, f"done: {summary or 'no usable epoch'}", force=True)

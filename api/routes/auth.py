@@ -7,16 +7,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api import users
 from api.deps import AdminUser, CurrentUser, DbSession, start_session
-from api.models import ApiToken, User
-from api.schemas import LoginIn, TokenCreated, TokenIn, TokenLogin, TokenOut, UserIn, UserOut
-from api.security import (
+from core import users
+from core.schemas import LoginIn, TokenCreated, TokenIn, TokenLogin, TokenOut, UserIn, UserOut
+from core.security import (
     SESSION_COOKIE,
     new_api_token,
     token_digest,
 )
-from api.users import authenticate
+from core.tables import ApiToken, User
+from core.users import authenticate
 
 router = APIRouter(tags=["auth"])
 

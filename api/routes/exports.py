@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from api import export
 from api.deps import DbSession, ProjectAccess, SettingsDep
-from api.store import ImageStore
+from core import export
+from core.store import image_store
 
 router = APIRouter(tags=["exports"])
 
@@ -32,9 +32,7 @@ def imagefolder_zip(
 ) -> StreamingResponse:
     """An ImageFolder archive (<class>/<image>.jpg, the normalised copies) with cleaned.csv."""
     spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 (closed by the stream)
-    export.write_imagefolder_zip(
-        session, access.project.id, ImageStore(settings.data_dir / "images"), spool
-    )
+    export.write_imagefolder_zip(session, access.project.id, image_store(settings), spool)
     spool.seek(0)
 
     def chunks() -> Iterator[bytes]:

@@ -10,13 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.exc import StaleDataError
 
-from api import labels
 from api.deps import DbSession, EditorAccess, ProjectAccess, SettingsDep
-from api.images import ImageFilter, Sort, image_out, list_images
-from api.ingest import class_by_name
-from api.models import Image, ImageClass, ImageState, LabelEvent, User
-from api.schemas import BulkPatch, BulkResult, ImageOut, ImagePage, ImagePatch, LabelEventOut
-from api.store import ImageStore
+from core import labels
+from core.images import ImageFilter, Sort, image_out, list_images
+from core.ingest import class_by_name
+from core.schemas import BulkPatch, BulkResult, ImageOut, ImagePage, ImagePatch, LabelEventOut
+from core.store import ImageStore, image_store
+from core.tables import EventSource, Image, ImageClass, ImageState, LabelAction, LabelEvent, User
 
 router = APIRouter(tags=["images"])
 
@@ -79,7 +79,7 @@ def get_image_file(
 ) -> FileResponse:
     """The bytes of an image. Raw downloads are sent as an attachment, never rendered inline."""
     image = load_image(session, access.project.id, image_id)
-    path = ImageStore(settings.data_dir / "images").path(image.sha256, variant)
+    path = image_store(settings).path(image.sha256, variant)
     if not path.exists():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {variant} file for image {image_id}")
     if variant == "raw":
@@ -105,12 +105,12 @@ def _apply(
     label_id: int | None,
     version: int,
     user_id: int,
-    source: str,
+    source: EventSource,
 ) -> None:
     labels.apply_change(
         session,
         image,
-        labels.Change(action=action, label_id=label_id),
+        labels.Change(action=LabelAction(action), label_id=label_id),
         user_id=user_id,
         source=source,
         expected_version=version,
@@ -125,7 +125,9 @@ def update_image(
     access: EditorAccess,
     session: DbSession,
     settings: SettingsDep,
-    source: Annotated[str, Query(max_length=32)] = "api",
+    source: Annotated[
+        EventSource, Query(description="Who is asking, for the audit trail (ui, api).")
+    ] = EventSource.api,
 ) -> ImageOut:
     """Relabel, delete, restore or keep one image. A stale `version` answers 409."""
     image = load_image(session, access.project.id, image_id)
@@ -133,7 +135,7 @@ def update_image(
     if action is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give an action or a label")
     label_id = _label_id(session, access.project.id, body.label)
-    store = ImageStore(settings.data_dir / "images")
+    store = image_store(settings)
     try:
         _apply(session, store, image, action, label_id, body.version, access.user.id, source)
         session.flush()
@@ -162,7 +164,7 @@ def bulk_update(
     label_id = _label_id(session, access.project.id, body.label)
     if body.action == "relabel" and label_id is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "relabel needs a label")
-    store = ImageStore(settings.data_dir / "images")
+    store = image_store(settings)
     changed, conflicts = [], []
     for item in body.images:
         image = load_image(session, access.project.id, item.id)
@@ -176,7 +178,7 @@ def bulk_update(
                     label_id,
                     item.version,
                     access.user.id,
-                    "bulk",
+                    EventSource.bulk,
                 )
         except (labels.StaleVersion, labels.InvalidChange, StaleDataError):
             session.refresh(image)

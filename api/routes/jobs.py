@@ -10,14 +10,15 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, sta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api import jobs
-from api.config import Settings
 from api.deps import Access, DbSession, EditorAccess, ProjectAccess, SettingsDep
-from api.ingest import Provenance, add_image, class_by_name, class_from_filename, parse_url_list
-from api.models import Job, JobStatus
-from api.params import ImportUrlsParams, ImportZipParams, JobRequest, UrlItem, VerifyParams
-from api.schemas import JobOut
-from api.store import ImageStore
+from core import jobs
+from core.config import Settings
+from core.ingest import Provenance, add_image, class_by_name, class_from_filename, parse_url_list
+from core.kinds import JobKindName, JobRequest
+from core.params import ImportUrlsParams, ImportZipParams, UrlItem, VerifyParams
+from core.schemas import JobOut
+from core.store import image_store
+from core.tables import Job, JobStatus
 
 router = APIRouter(tags=["jobs"])
 
@@ -28,10 +29,10 @@ MAX_IMAGE_UPLOAD_BYTES = 50 * 1024**2
 def start_job(
     session: Session, settings: Settings, access: Access, kind: str, params: dict[str, Any]
 ) -> Job:
-    job = jobs.create_job(session, access.project.id, kind, params, access.user.id)
+    job = jobs.add_job(session, access.project.id, kind, params, access.user.id)
     # Commit before enqueue, so the worker finds the row whatever the broker's latency.
     session.commit()
-    jobs.enqueue_job(settings.celery_broker, job)
+    jobs.queue_job(settings.celery_broker, job)
     return job
 
 
@@ -117,7 +118,9 @@ def import_zip(
     relative = Path("uploads") / f"{uuid.uuid4().hex}.zip"
     _save_upload(file, settings.data_dir / relative, MAX_UPLOAD_BYTES)
     params = ImportZipParams(upload=relative.as_posix(), label=label, verify=verify)
-    return start_job(session, settings, access, "import_zip", params.model_dump(mode="json"))
+    return start_job(
+        session, settings, access, JobKindName.import_zip, params.model_dump(mode="json")
+    )
 
 
 @router.post(
@@ -151,7 +154,9 @@ def import_url_files(
     if not items:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "no URLs in the files")
     params = ImportUrlsParams(items=items, verify=verify)
-    return start_job(session, settings, access, "import_urls", params.model_dump(mode="json"))
+    return start_job(
+        session, settings, access, JobKindName.import_urls, params.model_dump(mode="json")
+    )
 
 
 @router.post("/projects/{project_id}/imports/images", status_code=status.HTTP_201_CREATED)
@@ -169,7 +174,7 @@ def upload_images(
 ) -> dict[str, int | None]:
     """Add image files directly. They are pending until decoded by a verify job, which
     starts at once unless ``verify`` is false; its id is ``verify_job_id``."""
-    store = ImageStore(settings.data_dir / "images")
+    store = image_store(settings)
     label_id = class_by_name(session, access.project.id, label, create=True).id if label else None
     added = duplicates = 0
     for upload in files:
@@ -198,10 +203,14 @@ def _pending_verify_job(
     params = VerifyParams().model_dump(mode="json")
     queued = session.scalars(
         select(Job)
-        .where(Job.project_id == project_id, Job.kind == "verify", Job.status == JobStatus.queued)
+        .where(
+            Job.project_id == project_id,
+            Job.kind == JobKindName.verify,
+            Job.status == JobStatus.queued,
+        )
         .order_by(Job.id.desc())
     )
     for job in queued:
         if VerifyParams.model_validate(job.params or {}) == VerifyParams():
             return job.id
-    return start_job(session, settings, access, "verify", params).id
+    return start_job(session, settings, access, JobKindName.verify, params).id

@@ -6,10 +6,10 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api import projects, stats
 from api.deps import CurrentUser, DbSession, EditorAccess, OwnerAccess, ProjectAccess
-from api.models import ImageClass, Project, ProjectMember, Role, User
-from api.schemas import ClassIn, ClassOut, MemberIn, MemberOut, ProjectIn, ProjectOut, ProjectPatch
+from core import projects, stats
+from core.schemas import ClassIn, ClassOut, MemberIn, MemberOut, ProjectIn, ProjectOut, ProjectPatch
+from core.tables import ImageClass, Project, ProjectMember, Role, User
 
 router = APIRouter(tags=["projects"])
 

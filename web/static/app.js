@@ -50,9 +50,9 @@ const winnow = (() => {
       if (!el.name) continue;
       if (el.type === "checkbox") params[el.name] = el.checked;
       else if (el.value === "") continue;
-      else if (el.type === "number") params[el.name] = Number(el.value);
-      else if (el.name === "lr") params[el.name] = Number(el.value);
-      else if (el.name === "engines") params[el.name] = [el.value];
+      // How a value travels comes from the params model (web/forms.py): data-send.
+      else if (el.dataset.send === "number" || el.type === "number") params[el.name] = Number(el.value);
+      else if (el.dataset.send === "list") params[el.name] = [el.value];
       else params[el.name] = el.value;
     }
     return params;

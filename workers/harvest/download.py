@@ -23,7 +23,7 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
-from api.config import Settings
+from core.config import Settings
 from workers.harvest.sniff import SNIFF_BYTES, describe, sniff_image
 from workers.harvest.ssrf import (
     AddressPolicy,

@@ -18,13 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.ingest import NewImage, Provenance, add_images
-from api.models import Image, ImageState
+from core.ingest import NewImage, Provenance, add_images
+from core.tables import Image, ImageState
 from workers.harvest.download import Download, Downloader, FetchLimits
 from workers.harvest.ssrf import AddressPolicy
 from workers.harvest.tally import Tally
 from workers.runner import JobContext
-from workers.verify import Verifier
+from workers.verify.streaming import Verifier
 
 BATCH = 200
 QUEUE_SIZE = 256

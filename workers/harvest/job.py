@@ -16,16 +16,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from api.ingest import Provenance
-from api.models import ImageClass
-from api.params import HarvestParams
+from core.ingest import Provenance
+from core.params import HarvestParams
+from core.tables import ImageClass
 from workers.harvest.browser import browser_context
 from workers.harvest.engines import ENGINES, compose_query
 from workers.harvest.intake import Candidate, download_all, filename_from_url
 from workers.harvest.search import run_search
 from workers.harvest.tally import Tally
 from workers.runner import JobContext
-from workers.verify import Verifier, verifying_import
+from workers.verify.streaming import Verifier, verifying_import
 
 
 @dataclass

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from api.ingest import Provenance, class_by_name
-from api.params import ImportUrlsParams
+from core.ingest import Provenance, class_by_name
+from core.params import ImportUrlsParams
 from workers.harvest.intake import Candidate, download_all, filename_from_url
 from workers.harvest.tally import Tally
 from workers.runner import JobContext
-from workers.verify import Verifier, verifying_import
+from workers.verify.streaming import Verifier, verifying_import
 
 
 def import_urls_job(ctx: JobContext) -> dict[str, Any]:

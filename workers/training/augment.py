@@ -33,7 +33,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from api.predict import IMAGENET_MEAN, IMAGENET_STD
+from core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 class SourceBatch(NamedTuple):
@@ -223,7 +223,7 @@ class BatchAugment:
 
 def normalise_batch(batch: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, C, H, W) -> float32 scaled to [0, 1], ImageNet-normalised: the same
-    numbers as api.predict's transform."""
+    numbers as core.preprocess's transform."""
     return _imagenet_normalise(TF.to_dtype(batch, torch.float32, scale=True))
 
 

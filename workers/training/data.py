@@ -23,9 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 from torch.utils.data import Dataset
 
-from api.models import Image, ImageClass, ImageState
-from api.predict import center_crop, decode_rgb, resize_short
-from api.store import ImageStore
+from core.preprocess import center_crop, decode_rgb, resize_short
+from core.store import ImageStore
+from core.tables import Image, ImageClass, ImageState
 
 # Training crops are cut from a copy a little larger than the input, as fastai's
 # RandomResizedCrop cuts from the full image; a quarter more keeps memory modest.
@@ -170,7 +170,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     Batches are made float and normalised where the model runs (``fit.to_device``), as
     fastai's batch transforms do: a quarter of the bytes to collate and to copy to a GPU.
 
-    valid: centre crop at exactly the cache's side, which is api.predict's transform.
+    valid: centre crop at exactly the cache's side, which is core.preprocess's transform.
     plain: shorter side to ``image_size``, centre crop (training images, no augmentation).
     augment: the image as cached, whole; the random augmentation runs on the batch
     (workers.training.augment: collate_sources, then BatchAugment where the model runs).

@@ -18,7 +18,7 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from api.predict import IMAGENET_MEAN, IMAGENET_STD
+from core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 WEIGHTS = "weights.safetensors"
 METADATA = "metadata.json"

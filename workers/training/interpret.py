@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from api.predict import center_crop, decode_rgb, normalise
+from core.preprocess import center_crop, decode_rgb, normalise
 from workers.training.data import Sample
 from workers.training.fit import Evaluation
 from workers.training.model import child, sequential

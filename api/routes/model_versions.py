@@ -1,0 +1,159 @@
+"""Model versions: side by side, in full, their files, plots, Grad-CAM images and predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, HTTPException, UploadFile, status
+from fastapi.responses import FileResponse, Response
+from sqlalchemy import select
+
+from api.deps import DbSession, ProjectAccess, SettingsDep, load_version
+from core.config import Settings
+from core.model_version_schemas import ModelDetail, ModelSummary, PredictionOut, PredictOut
+from core.plots import losses_svg, lr_find_svg
+from core.predictor import load_predictor
+from core.tables import Job, ModelVersion
+
+router = APIRouter(tags=["models"])
+
+MAX_PREDICT_FILES = 64
+MAX_PREDICT_BYTES = 20 * 1024**2
+SVG = "image/svg+xml"
+MEDIA = {
+    "weights": "application/octet-stream",
+    "metadata": "application/json",
+    "onnx": "application/octet-stream",
+}
+
+
+def model_file(settings: Settings, version: ModelVersion, kind: str) -> Path:
+    relative = version.files.get(kind)
+    if not relative:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"model {version.id} has no {kind} file")
+    root = settings.data_dir.resolve()
+    path = (root / relative).resolve()
+    # The paths come from our own jobs, but a path must never leave the data directory.
+    if not path.is_relative_to(root) or not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the {kind} file of {version.id} is gone")
+    return path
+
+
+@router.get("/projects/{project_id}/models", response_model=list[ModelSummary])
+def list_models(access: ProjectAccess, session: DbSession) -> list[ModelSummary]:
+    """Every model version of the project, newest first, with its best epoch's metrics."""
+    versions = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.project_id == access.project.id)
+        .order_by(ModelVersion.id.desc())
+    )
+    return [ModelSummary.of(v) for v in versions]
+
+
+@router.get("/projects/{project_id}/models/{model_id}", response_model=ModelDetail)
+def get_model(model_id: int, access: ProjectAccess, session: DbSession) -> ModelDetail:
+    """Metrics per epoch (visible while it trains), advice and interpretation."""
+    return ModelDetail.full(load_version(session, access.project.id, model_id))
+
+
+@router.get("/projects/{project_id}/models/{model_id}/files/{kind}", response_class=FileResponse)
+def download_file(
+    model_id: int,
+    kind: Literal["weights", "metadata", "onnx"],
+    access: ProjectAccess,
+    session: DbSession,
+    settings: SettingsDep,
+) -> FileResponse:
+    """weights (safetensors state dict), metadata (JSON) or onnx."""
+    version = load_version(session, access.project.id, model_id)
+    path = model_file(settings, version, kind)
+    filename = f"model-{version.id}-{path.name}"
+    return FileResponse(path, media_type=MEDIA[kind], filename=filename)
+
+
+@router.get(
+    "/projects/{project_id}/models/{model_id}/gradcam/{image_id}.png",
+    response_class=FileResponse,
+)
+def gradcam(
+    model_id: int, image_id: int, access: ProjectAccess, session: DbSession, settings: SettingsDep
+) -> FileResponse:
+    """Grad-CAM heatmap of a top-loss validation image (what the model looked at)."""
+    version = load_version(session, access.project.id, model_id)
+    rows = (version.interpretation or {}).get("top_losses", [])
+    relative = next((r.get("gradcam") for r in rows if r.get("image_id") == image_id), None)
+    if not relative:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no heatmap for image {image_id}")
+    path = (settings.data_dir / relative).resolve()
+    if not path.is_relative_to(settings.data_dir.resolve()) or not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no heatmap for image {image_id}")
+    return FileResponse(path, media_type="image/png")
+
+
+@router.get("/projects/{project_id}/models/{model_id}/losses.svg", response_class=Response)
+def losses_plot(model_id: int, access: ProjectAccess, session: DbSession) -> Response:
+    version = load_version(session, access.project.id, model_id)
+    return Response(losses_svg(version.metrics), media_type=SVG)
+
+
+@router.get("/projects/{project_id}/jobs/{job_id}/lr_find.svg", response_class=Response)
+def lr_find_plot(job_id: int, access: ProjectAccess, session: DbSession) -> Response:
+    """The LR finder's smoothed loss against the learning rate, with its suggestions."""
+    job = session.get(Job, job_id)
+    if job is None or job.project_id != access.project.id or job.kind != "lr_find":
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"lr_find job {job_id} not found")
+    if not job.result:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has no curve yet")
+    result = job.result
+    svg = lr_find_svg(result["lrs"], result["losses"], result.get("suggestions", {}))
+    return Response(svg, media_type=SVG)
+
+
+@router.post("/projects/{project_id}/models/{model_id}/predict", response_model=PredictOut)
+def predict(
+    model_id: int,
+    files: Annotated[list[UploadFile], File(description="One or several images.")],
+    access: ProjectAccess,
+    session: DbSession,
+    settings: SettingsDep,
+) -> PredictOut:
+    """Classes with probabilities for each uploaded image, from the model's ONNX export.
+
+    A plain (not async) route: FastAPI runs it in a thread, so inference does not block
+    the event loop.
+    """
+    version = load_version(session, access.project.id, model_id)
+    onnx_path = model_file(settings, version, "onnx")
+    metadata_path = model_file(settings, version, "metadata")
+    if not files or len(files) > MAX_PREDICT_FILES:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"send 1 to {MAX_PREDICT_FILES} files"
+        )
+    blobs = []
+    for upload in files:
+        data = upload.file.read(MAX_PREDICT_BYTES + 1)
+        if len(data) > MAX_PREDICT_BYTES:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename} is over 20 MiB"
+            )
+        blobs.append(data)
+    predictor = load_predictor(onnx_path, metadata_path)
+    try:
+        results = predictor.predict(blobs)
+    except (OSError, ValueError) as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"not a readable image: {exc}"
+        ) from exc
+    return PredictOut(
+        model_version_id=version.id,
+        predictions=[
+            PredictionOut(
+                filename=upload.filename or "",
+                label=r.label,
+                probability=r.probability,
+                probabilities=r.probabilities,
+            )
+            for upload, r in zip(files, results, strict=True)
+        ],
+    )

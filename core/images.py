@@ -1,0 +1,103 @@
+"""Listing images with their latest scores: the review queue is a sorted listing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import String, and_, cast, func, or_, select
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from core.schemas import ImageOut
+from core.tables import Image, ImageClass, ImageScore, ImageState, ModelVersion
+
+Sort = Literal["id", "-id", "loss", "-loss"]
+
+
+@dataclass
+class ImageFilter:
+    state: ImageState | None = None
+    label_id: int | None = None
+    unlabelled: bool = False
+    model_version_id: int | None = None
+    method: str | None = None
+    duplicates: bool = False
+
+
+def latest_scored_model(session: Session, project_id: int) -> tuple[int, str] | None:
+    """The newest model version that has scores, and its most honest method."""
+    row = session.execute(
+        select(ImageScore.model_version_id, ImageScore.method)
+        .join(ModelVersion, ModelVersion.id == ImageScore.model_version_id)
+        .where(ModelVersion.project_id == project_id)
+        .group_by(ImageScore.model_version_id, ImageScore.method)
+        .order_by(ImageScore.model_version_id.desc(), ImageScore.method.desc())
+        .limit(1)
+    ).first()
+    # "out_of_fold" sorts after "in_sample", so desc() prefers it for the same model.
+    return (row[0], row[1]) if row else None
+
+
+def list_images(
+    session: Session,
+    project_id: int,
+    flt: ImageFilter,
+    sort: Sort = "id",
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[int, list[ImageOut]]:
+    if flt.model_version_id is None and sort in ("loss", "-loss"):
+        found = latest_scored_model(session, project_id)
+        if found:
+            flt.model_version_id = found[0]
+            flt.method = flt.method or found[1]
+    label = aliased(ImageClass)
+    predicted = aliased(ImageClass)
+    stmt = (
+        select(Image, label.name, ImageScore.loss, predicted.name, ImageScore.probability)
+        .outerjoin(label, label.id == Image.label_id)
+        # With no model chosen the score join matches nothing and the score columns are null.
+        .outerjoin(
+            ImageScore,
+            and_(
+                ImageScore.image_id == Image.id,
+                ImageScore.model_version_id == (flt.model_version_id or -1),
+                ImageScore.method == (flt.method or "in_sample"),
+            ),
+        )
+        .outerjoin(predicted, predicted.id == ImageScore.predicted_id)
+        .where(Image.project_id == project_id)
+    )
+    if flt.state is not None:
+        stmt = stmt.where(Image.state == flt.state)
+    if flt.label_id is not None:
+        stmt = stmt.where(Image.label_id == flt.label_id)
+    if flt.unlabelled:
+        stmt = stmt.where(Image.label_id.is_(None))
+    if flt.duplicates:
+        stmt = stmt.where(
+            or_(Image.duplicate_of_id.is_not(None), cast(Image.other_label_ids, String) != "[]")
+        )
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    order: dict[str, tuple[ColumnElement[Any], ...]] = {
+        "id": (Image.id.asc(),),
+        "-id": (Image.id.desc(),),
+        "loss": (ImageScore.loss.is_(None), ImageScore.loss.asc(), Image.id.asc()),
+        "-loss": (ImageScore.loss.is_(None), ImageScore.loss.desc(), Image.id.asc()),
+    }
+    rows = session.execute(stmt.order_by(*order[sort]).limit(limit).offset(offset)).tuples()
+    items = []
+    for image, label_name, loss, pred_name, prob in rows:
+        out = ImageOut.model_validate(image)
+        out.label = label_name
+        out.loss, out.predicted, out.probability = loss, pred_name, prob
+        items.append(out)
+    return total, items
+
+
+def image_out(session: Session, image: Image) -> ImageOut:
+    out = ImageOut.model_validate(image)
+    cls = session.get(ImageClass, image.label_id) if image.label_id else None
+    out.label = cls.name if cls else None
+    return out

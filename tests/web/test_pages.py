@@ -1,0 +1,171 @@
+"""The web pages in real Chromium (Playwright) against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.main import create_app
+from core.db import transaction
+from core.ingest import Provenance, add_image
+from core.projects import create_project
+from core.schemas import ClassIn, ProjectIn
+from core.store import ImageStore
+from core.tables import Image, ImageState, LabelEvent
+from core.users import create_user
+from tests.conftest import migrated
+from tests.imagegen import picture
+from tests.services import free_port
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+
+def chromium_path() -> str | None:
+    configured = os.environ.get("WINNOW_CHROMIUM")
+    if configured:
+        return configured
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@dataclass
+class Site:
+    url: str
+    factory: sessionmaker[Session]
+    project_id: int
+    image_ids: list[int]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    settings, factory = migrated(tmp_path, "k")
+    store = ImageStore(tmp_path / "images")
+    with transaction(factory) as s:
+        user = create_user(s, "ann", "ann-password")
+        project = create_project(
+            s,
+            ProjectIn(name="Colours", classes=[ClassIn(name="red"), ClassIn(name="blue")]),
+            user.id,
+        )
+        ids = []
+        for n in range(6):
+            data = picture("red", n)
+            image, _ = add_image(s, store, project.id, data, project.classes[0].id, Provenance())
+            store.put(data, "thumb", sha256=image.sha256)
+            store.put(data, "normal", sha256=image.sha256)
+            image.state = ImageState.ok
+            ids.append(image.id)
+        pid = project.id
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield Site(f"http://127.0.0.1:{port}", factory, pid, ids)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def page(site: Site) -> Iterator[object]:
+    executable = chromium_path()
+    if executable is None and not os.environ.get("CI"):
+        pytest.skip("no Chromium here (install Debian's chromium or `playwright install chromium`)")
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=executable,
+            args=[
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-gpu",
+                "--no-sandbox",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"{site.url}/")
+        page.fill("input[name=username]", "ann")
+        page.fill("input[name=password]", "ann-password")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{site.url}/")
+        yield page
+        browser.close()
+
+
+def _image(site: Site, image_id: int) -> Image:
+    with transaction(site.factory) as s:
+        image = s.get(Image, image_id)
+        assert image is not None
+        return image
+
+
+def test_login_and_create_project(site: Site, page) -> None:
+    assert "Colours" in page.inner_text("table")
+    page.fill("#new-project input[name=name]", "Bears")
+    page.fill("#new-project textarea", "grizzly: grizzly bear -arctos\nblack: black bear")
+    page.click("#new-project button")
+    page.wait_for_selector("h1:has-text('Bears')")
+    text = page.inner_text("ul.classes")
+    assert "grizzly" in text and "-arctos" in text and "black bear" in text
+
+
+def test_review_with_the_keyboard(site: Site, page) -> None:
+    page.goto(f"{site.url}/projects/{site.project_id}/review?state=ok&sort=id")
+    page.wait_for_selector(".tile.selected")
+    first, second = site.image_ids[0], site.image_ids[1]
+
+    page.keyboard.press("2")  # relabel the first image as class 2 (blue), move on
+    page.wait_for_selector(f'.tile[data-id="{first}"].done')
+    assert _image(site, first).label_id is not None
+    page.keyboard.press("d")  # delete the second
+    page.wait_for_selector(f'.tile[data-id="{second}"].state-deleted')
+    assert _image(site, second).state is ImageState.deleted
+    page.keyboard.press("u")  # undo the delete
+    page.wait_for_selector(f'.tile[data-id="{second}"].state-ok')
+    assert _image(site, second).state is ImageState.ok
+
+    with transaction(site.factory) as s:
+        actions = s.scalars(select(LabelEvent.action).order_by(LabelEvent.id)).all()
+        sources = set(s.scalars(select(LabelEvent.source)).all())
+    assert list(actions) == ["relabel", "delete", "undo"]
+    assert sources == {"ui", "api"}
+
+
+def test_a_stale_tile_shows_the_other_reviewers_change(site: Site, page) -> None:
+    page.goto(f"{site.url}/projects/{site.project_id}/review?state=ok&sort=id")
+    page.wait_for_selector(".tile.selected")
+    target = site.image_ids[0]
+    # Another reviewer deletes the image behind this page's back.
+    with transaction(site.factory) as s:
+        image = s.get(Image, target)
+        assert image is not None
+        image.state = ImageState.deleted
+    page.keyboard.press("k")
+    page.wait_for_selector(f'.tile[data-id="{target}"].conflict')
+    assert "changed by someone else" in page.inner_text("#flash")
+    assert "deleted" in page.inner_text(f'.tile[data-id="{target}"] .state')
+
+
+def test_history_lists_and_undoes(site: Site, page) -> None:
+    page.goto(f"{site.url}/projects/{site.project_id}/review?state=ok&sort=id")
+    page.wait_for_selector(".tile.selected")
+    page.keyboard.press("d")
+    page.wait_for_selector(".tile.state-deleted")
+    page.goto(f"{site.url}/projects/{site.project_id}/history")
+    page.wait_for_selector("#history tbody tr")
+    assert "delete" in page.inner_text("#history")
+    page.click("#history tbody tr button")
+    page.wait_for_selector("#history tbody tr:nth-child(2)")
+    assert _image(site, site.image_ids[0]).state is ImageState.ok

@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from api.deps import LoginRequired
-from api.routes import auth, exports, images, jobs, model_versions, projects
+from api.routes import auth, exports, images, jobs, model_versions, projects, weights
 from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory
 from core.schemas import Health
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             version=VERSION,
         )
 
-    for module in (auth, projects, images, jobs, model_versions, exports):
+    for module in (auth, projects, images, jobs, model_versions, weights, exports):
         app.include_router(module.router, prefix="/api")
 
     @app.exception_handler(LoginRequired)

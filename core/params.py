@@ -48,6 +48,9 @@ class ImportUrlsParams(JobParams):
 
 Engine = Literal["bing", "duckduckgo"]
 
+# The name of a weights file uploaded to the job's own project: never a path.
+WEIGHTS_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.safetensors$"
+
 
 def _default_engines() -> list[Engine]:
     return ["bing"]
@@ -98,8 +101,9 @@ class TrainParams(JobParams):
     augment: bool = True
     weights_file: str | None = Field(
         default=None,
-        description="Local weights (.safetensors or .pth state dict) for the body; a path "
-        "relative to the data directory or absolute. Used instead of downloading.",
+        pattern=WEIGHTS_NAME,
+        description="Body weights uploaded to this project (POST .../weights), by file name; "
+        "used instead of ImageNet weights.",
     )
 
 
@@ -114,7 +118,7 @@ class LrFindParams(JobParams):
     valid_pct: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 42
     weights_file: str | None = Field(
-        default=None, description="Local body weights, as for training."
+        default=None, pattern=WEIGHTS_NAME, description="Body weights, as for training."
     )
 
 

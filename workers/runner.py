@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory, transaction
+from core.redact import redact, redact_json
 from core.store import ImageStore, image_store
 from core.tables import Job, JobStatus, utcnow
 
@@ -62,7 +62,12 @@ class JobContext:
             s.execute(
                 update(Job)
                 .where(Job.id == self.job_id)
-                .values(done=done, total=total, message=message[:2000], updated_at=utcnow())
+                .values(
+                    done=done,
+                    total=total,
+                    message=redact(message, self.settings.data_dir)[:2000],
+                    updated_at=utcnow(),
+                )
             )
             cancel = s.get(Job, self.job_id, populate_existing=True)
             wanted = bool(cancel and cancel.cancel_requested)
@@ -194,9 +199,10 @@ def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
     except JobCancelled:
         status = JobStatus.cancelled
     except Exception as exc:
+        # The traceback goes to the log; members read one line without server paths.
         log.exception("job %s failed", job_id)
         status = JobStatus.failed
-        error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}"
+        error = redact(f"{type(exc).__name__}: {exc}", settings.data_dir)
     finally:
         heartbeat.stopped.set()
         heartbeat.join()
@@ -208,7 +214,7 @@ def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
         job.status = status
         job.finished_at = utcnow()
         if result is not None:
-            job.result = result
+            job.result = redact_json(result, settings.data_dir)
             job.done = max(job.done, job.total)
         if error is not None:
             job.error = error

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from core.config import Settings
 from core.params import LrFindParams, TrainParams
 from core.tables import ModelVersion
+from core.weights import project_weights
 from workers.runner import JobContext
 from workers.training.advice import advise
 from workers.training.cpu_paths import cpu_fast_paths
@@ -42,18 +43,10 @@ DEFAULT_LR = 2e-3
 LR_FIND_ITERATIONS = 100
 
 
-def weights_path(settings: Settings, value: str | None) -> Path | None:
-    """A weights file named in job params, confined to the data or weights directory:
-    params come from any project editor, and must not open other files of the server."""
-    if not value:
-        return None
-    path = (settings.data_dir / value).resolve()
-    allowed = [settings.data_dir.resolve()]
-    if settings.weights_dir is not None:
-        allowed.append(settings.weights_dir.resolve())
-    if not any(path.is_relative_to(root) for root in allowed):
-        raise ValueError(f"weights_file must lie in the data directory: {value!r}")
-    return path
+def weights_path(settings: Settings, project_id: int, name: str | None) -> Path | None:
+    """The job's own project's uploaded weights file of that name (core.weights): a job
+    reads only what its project owns."""
+    return project_weights(settings, project_id, name) if name else None
 
 
 def load_data(ctx: JobContext, valid_pct: float, seed: int) -> DataSplit:
@@ -82,7 +75,7 @@ def build(
         params.arch,
         len(split.classes),
         params.pretrained,
-        weights_path(ctx.settings, params.weights_file),
+        weights_path(ctx.settings, ctx.project_id, params.weights_file),
         ctx.settings.weights_dir,
     )
     place(built.model, built.arch, device)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import Access, DbSession, EditorAccess, ProjectAccess, SettingsDep
+from api.uploads import save_upload
 from core import jobs
 from core.config import Settings
 from core.ingest import Provenance, add_image, class_by_name, class_from_filename, parse_url_list
@@ -83,22 +84,6 @@ def cancel_job(job_id: int, access: EditorAccess, session: DbSession) -> Job:
     return jobs.request_cancel(session, job)
 
 
-def _save_upload(upload: UploadFile, target: Path, limit: int) -> int:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    size = 0
-    with target.open("wb") as out:
-        while chunk := upload.file.read(1024 * 1024):
-            size += len(chunk)
-            if size > limit:
-                out.close()
-                target.unlink(missing_ok=True)
-                raise HTTPException(
-                    status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename} is over {limit} bytes"
-                )
-            out.write(chunk)
-    return size
-
-
 @router.post(
     "/projects/{project_id}/imports/zip",
     response_model=JobOut,
@@ -116,7 +101,7 @@ def import_zip(
 ) -> Job:
     """Import a zip: each folder name is a class (created when new)."""
     relative = Path("uploads") / f"{uuid.uuid4().hex}.zip"
-    _save_upload(file, settings.data_dir / relative, MAX_UPLOAD_BYTES)
+    save_upload(file, settings.data_dir / relative, MAX_UPLOAD_BYTES)
     params = ImportZipParams(upload=relative.as_posix(), label=label, verify=verify)
     return start_job(
         session, settings, access, JobKindName.import_zip, params.model_dump(mode="json")

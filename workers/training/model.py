@@ -127,8 +127,13 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 
 def torchvision_weights(arch: str, weights_dir: Path | None) -> tuple[dict[str, torch.Tensor], str]:
-    """ImageNet weights through torchvision's weights API, cached under ``weights_dir``."""
+    """ImageNet weights: ``<weights_dir>/<arch>.safetensors`` when an operator put one
+    there (machines without internet), else torchvision's weights API, cached under
+    ``weights_dir``."""
     if weights_dir is not None:
+        local = weights_dir / f"{arch}.safetensors"
+        if local.is_file():
+            return load_file(str(local)), f"weights_dir:{local.name}"
         torch.hub.set_dir(str(weights_dir / "hub"))
     weights = models.get_model_weights(arch).DEFAULT
     with _socket_timeout(DOWNLOAD_TIMEOUT):
@@ -149,7 +154,9 @@ def build_model(
     model = models.get_model(arch, weights=None, num_classes=num_classes)
     if weights_file is not None:
         load_body(model, arch, read_state_dict(weights_file))
-        return BuiltModel(model, arch, f"file:{weights_file}", f"Body weights from {weights_file}.")
+        # The name only: results are shown to every member, server paths to nobody.
+        name = weights_file.name
+        return BuiltModel(model, arch, f"file:{name}", f"Body weights from the file {name}.")
     if not pretrained:
         return BuiltModel(model, arch, "random", "Trained from random initialisation, as asked.")
     try:

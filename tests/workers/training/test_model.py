@@ -52,7 +52,7 @@ def test_local_weights_file_loads_the_body(tmp_path: Path) -> None:
     path = tmp_path / "resnet18.safetensors"
     save_file({k: v.contiguous() for k, v in imagenet.state_dict().items()}, str(path))
     built = build_model("resnet18", 2, pretrained=True, weights_file=path)
-    assert built.weights == f"file:{path}"
+    assert built.weights == "file:resnet18.safetensors"
     state = built.model.state_dict()
     assert torch.equal(state["conv1.weight"], imagenet.conv1.weight)
     assert state["fc.weight"].shape == (2, 512)
@@ -64,19 +64,19 @@ def test_local_weights_file_loads_the_body(tmp_path: Path) -> None:
         build_model("resnet34", 2, True, weights_file=path)
 
 
-def test_weights_file_stays_inside_the_data_directory(tmp_path: Path) -> None:
+def test_a_job_reads_weights_only_from_its_own_project(tmp_path: Path) -> None:
     from core.config import Settings
+    from core.weights import WeightsError, weights_dir
     from workers.train import weights_path
 
-    settings = Settings(data_dir=tmp_path / "data", weights_dir=tmp_path / "weights")
-    assert (
-        weights_path(settings, "w/resnet18.safetensors")
-        == (tmp_path / "data" / "w" / "resnet18.safetensors").resolve()
-    )
-    assert (
-        weights_path(settings, str(tmp_path / "weights" / "r.pth"))
-        == (tmp_path / "weights" / "r.pth").resolve()
-    )
-    for hostile in ("../../etc/passwd", "/etc/passwd"):
-        with pytest.raises(ValueError, match="data directory"):
-            weights_path(settings, hostile)
+    settings = Settings(data_dir=tmp_path / "data")
+    mine = weights_dir(settings, 1) / "body.safetensors"
+    mine.parent.mkdir(parents=True)
+    save_file({"w": torch.zeros(1)}, str(mine))
+    assert weights_path(settings, 1, "body.safetensors") == mine
+    # The same name in another project is that project's own, and absent there.
+    with pytest.raises(WeightsError, match="no weights file"):
+        weights_path(settings, 2, "body.safetensors")
+    for hostile in ("../1/weights/body.safetensors", "/etc/passwd", "models/3/weights.safetensors"):
+        with pytest.raises(WeightsError, match="not a weights file name"):
+            weights_path(settings, 2, hostile)

@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from api.deps import LoginRequired
+from api.headers import SecurityHeaders
 from api.routes import auth, exports, images, jobs, model_versions, projects, weights
 from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory
@@ -27,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Winnow",
         version=VERSION,
         description="Build an image classifier from the web: harvest, verify, train, export.",
-        docs_url="/api/docs",
+        docs_url=None,
         openapi_url="/api/openapi.json",
     )
     engine = make_engine(settings.db_url)
@@ -59,6 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return Response(status_code=status.HTTP_401_UNAUTHORIZED)
         return RedirectResponse(f"/login?next={request.url.path}", status.HTTP_303_SEE_OTHER)
 
+    @app.get("/api/docs", include_in_schema=False)
+    def api_docs(request: Request) -> Response:
+        # Swagger UI from web/static/swagger-ui (vendored): no CDN, so it works offline.
+        return pages.TEMPLATES.TemplateResponse(
+            request, "api_docs.html", {"openapi_url": app.openapi_url}
+        )
+
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
+    app.add_middleware(SecurityHeaders)
     return app

@@ -26,10 +26,21 @@ def export_rows(session: Session, project_id: int) -> Iterator[tuple[Image, str]
     yield from rows.tuples()
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(text: str) -> str:
+    """A class name as a spreadsheet shows it and never runs: a leading quote, as OWASP
+    advises, before a formula character."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def member_name(image: Image, label: str) -> str:
     # The same relative path in cleaned.csv and in the archive, so fastai's
-    # ImageDataLoaders.from_csv(path, "cleaned.csv", folder=".") reads the unpacked zip.
-    return f"{label}/{image.sha256[:20]}.jpg"
+    # ImageDataLoaders.from_csv(path, "cleaned.csv", folder=".") reads the unpacked zip;
+    # the folder is the neutralised class name so that both cells of a row are safe.
+    return f"{safe_cell(label)}/{image.sha256[:20]}.jpg"
 
 
 def cleaned_csv(session: Session, project_id: int) -> str:
@@ -37,7 +48,7 @@ def cleaned_csv(session: Session, project_id: int) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["name", "label"])
     for image, label in export_rows(session, project_id):
-        writer.writerow([member_name(image, label), label])
+        writer.writerow([member_name(image, label), safe_cell(label)])
     return out.getvalue()
 
 

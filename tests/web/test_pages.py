@@ -169,3 +169,24 @@ def test_history_lists_and_undoes(site: Site, page) -> None:
     page.click("#history tbody tr button")
     page.wait_for_selector("#history tbody tr:nth-child(2)")
     assert _image(site, site.image_ids[0]).state is ImageState.ok
+
+
+def test_api_docs_render_offline_and_pages_break_no_content_policy(site: Site, page) -> None:
+    violations: list[str] = []
+    page.on(
+        "console", lambda m: violations.append(m.text) if "Content Security" in m.text else None
+    )
+    # Everything off this machine is cut: the docs must come from the vendored bundle.
+    page.route(
+        "**/*",
+        lambda route: (
+            route.continue_() if route.request.url.startswith(site.url) else route.abort()
+        ),
+    )
+    page.goto(f"{site.url}/api/docs")
+    page.wait_for_selector(".opblock", timeout=15_000)
+    assert page.locator(".opblock").count() > 20
+    for path in ("/", f"/projects/{site.project_id}", f"/projects/{site.project_id}/review"):
+        page.goto(f"{site.url}{path}")
+        page.wait_for_load_state("networkidle")
+    assert violations == []

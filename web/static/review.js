@@ -141,3 +141,15 @@
 
   select(0);
 })();
+
+// A thumbnail that fails to load is marked, not left as a broken-image icon. Error events do
+// not bubble, so listen in the capture phase (no inline handlers: the CSP forbids them).
+document.addEventListener(
+  "error",
+  (event) => {
+    if (event.target instanceof HTMLImageElement && event.target.closest(".tile")) {
+      event.target.classList.add("missing");
+    }
+  },
+  true,
+);

@@ -59,6 +59,19 @@ def _user_from_token(session: Session, header: str) -> User | None:
     return row.user
 
 
+def has_credentials(request: Request) -> bool:
+    """A signed session cookie or a known API token, checked without a request session:
+    the body limits ask this before a large body is read (api/body_limits.py)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and request.app.state.signer.loads(cookie) is not None:
+        return True
+    header = request.headers.get("authorization")
+    if not header:
+        return False
+    with transaction(request.app.state.session_factory) as session:
+        return _user_from_token(session, header) is not None
+
+
 def optional_user(request: Request, session: DbSession) -> User | None:
     header = request.headers.get("authorization")
     if header:

@@ -8,8 +8,11 @@ from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
-from api.deps import LoginRequired
+from api.body_limits import BodyLimits
+from api.deps import LoginRequired, has_credentials
 from api.headers import SecurityHeaders
 from api.routes import auth, exports, images, jobs, model_versions, projects, weights
 from core.config import Settings, get_settings
@@ -70,4 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
     app.add_middleware(SecurityHeaders)
+
+    async def authenticated(scope: Scope) -> bool:
+        return await run_in_threadpool(has_credentials, Request(scope))
+
+    app.add_middleware(BodyLimits, settings=settings, authenticated=authenticated)
     return app

@@ -46,6 +46,23 @@ class Settings(BaseSettings):
         default="", description="Comma-separated hosts or networks exempt from the SSRF guard."
     )
 
+    zip_max_members: int = Field(default=100_000, description="Files in one imported zip.")
+    zip_max_total_bytes: int = Field(
+        default=16 * 1024**3, description="What one imported zip may expand to, in bytes."
+    )
+    max_body_bytes: int = Field(
+        default=16 * 1024**2, description="Request body of JSON and form routes."
+    )
+    max_upload_bytes: int = Field(
+        default=1024**3, description="Request body of image, URL list, weights, predict uploads."
+    )
+    max_zip_upload_bytes: int = Field(
+        default=4 * 1024**3, description="Request body of a zip import."
+    )
+    max_anonymous_bytes: int = Field(
+        default=64 * 1024, description="Request body without valid credentials (a login)."
+    )
+
     max_pixels: int = 64_000_000
     min_image_side: int = 32
     normal_max_side: int = 512

@@ -7,14 +7,19 @@ from functools import partial
 from pathlib import PurePosixPath
 from typing import Any
 
+from core.config import Settings
 from core.ingest import NewImage, Provenance, add_images, class_by_name
 from core.params import ImportZipParams
 from core.tables import ImageState
+from workers.harvest.sniff import sniff_image
 from workers.runner import JobContext
 from workers.verify.streaming import Verifier, verifying_import
 
-MAX_MEMBERS = 200_000
 BATCH = 200
+
+
+class ZipRefused(ValueError):
+    """The zip as a whole is over a limit: nothing of it is stored."""
 
 
 def _class_of(name: str, default: str | None) -> str | None:
@@ -34,8 +39,32 @@ def _skip(info: zipfile.ZipInfo) -> bool:
 
 def import_zip_job(ctx: JobContext) -> dict[str, Any]:
     params = ImportZipParams.model_validate(ctx.params)
+    upload = ctx.settings.data_dir / params.upload
     work = partial(_import_zip, ctx, params)
-    return verifying_import(ctx, params.verify, work, _account)
+    try:
+        result = verifying_import(ctx, params.verify, work, _account)
+    except (ZipRefused, zipfile.BadZipFile):
+        # Refused whole: a retry would refuse it again, so the upload goes now.
+        upload.unlink(missing_ok=True)
+        raise
+    # Imported: its images are in the store, and the upload would only fill the disk.
+    upload.unlink(missing_ok=True)
+    return result
+
+
+def _check_limits(members: list[zipfile.ZipInfo], settings: Settings) -> None:
+    """Refuse a zip over the member count or whose members expand past the total cap,
+    before anything is stored. Declared sizes bound what is read: zipfile stops a member
+    at its declared size and fails its CRC when the data claims to be longer."""
+    if len(members) > settings.zip_max_members:
+        raise ZipRefused(
+            f"the zip has {len(members)} files; the limit is {settings.zip_max_members}"
+        )
+    expanded = sum(info.file_size for info in members)
+    if expanded > settings.zip_max_total_bytes:
+        raise ZipRefused(
+            f"the zip expands to {expanded} bytes; the limit is {settings.zip_max_total_bytes}"
+        )
 
 
 def _account(result: dict[str, Any]) -> str:
@@ -51,8 +80,7 @@ def _import_zip(
     skipped: dict[str, int] = {}
     with zipfile.ZipFile(path) as archive:
         members = [i for i in archive.infolist() if not _skip(i)]
-        if len(members) > MAX_MEMBERS:
-            raise ValueError(f"the zip has {len(members)} files; the limit is {MAX_MEMBERS}")
+        _check_limits(members, ctx.settings)
         classes: dict[str, int] = {}
         for start in range(0, len(members), BATCH):
             ctx.report(start, len(members), f"{added} added, {duplicates} duplicates")
@@ -71,6 +99,10 @@ def _import_zip(
                         data = fh.read(max_bytes + 1)
                     if len(data) > max_bytes:
                         skipped["too large"] = skipped.get("too large", 0) + 1
+                        continue
+                    if sniff_image(data[:64]) is None:
+                        # Only images enter the store; the rest is counted, not kept.
+                        skipped["not an image"] = skipped.get("not an image", 0) + 1
                         continue
                     if name not in classes:
                         classes[name] = class_by_name(session, ctx.project_id, name, create=True).id

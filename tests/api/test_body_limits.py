@@ -74,7 +74,7 @@ def test_a_streamed_anonymous_body_is_cut_off_once_past_the_cap(
 def test_a_bad_token_does_not_lift_the_anonymous_cap(
     app_and_project: tuple[TestClient, Settings, int, str],
 ) -> None:
-    client, settings, pid, _ = app_and_project
+    client, _settings, pid, _ = app_and_project
     response = client.post(
         f"/api/projects/{pid}/imports/zip",
         files={"file": ("a.zip", b"z" * 100_000, "application/zip")},
@@ -109,7 +109,7 @@ def test_members_get_the_route_cap_and_nothing_is_kept_past_it(
 def test_a_json_body_has_its_own_cap(
     app_and_project: tuple[TestClient, Settings, int, str],
 ) -> None:
-    client, settings, pid, token = app_and_project
+    client, settings, _pid, token = app_and_project
     huge = {"name": "x" * (settings.max_body_bytes + 10)}
     response = client.post("/api/projects", json=huge, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 413

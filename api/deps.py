@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request, Response, status
 from sqlalchemy import select
@@ -13,7 +14,9 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.db import transaction
 from core.security import SESSION_COOKIE, SESSION_MAX_AGE, SessionSigner, token_digest
-from core.tables import ApiToken, ModelVersion, Project, ProjectMember, Role, User, utcnow
+from core.tables import ApiToken, ModelVersion, Project, ProjectMember, Role, User, aware, utcnow
+from core.throttle import LoginThrottle
+from core.users import authenticate
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -31,7 +34,7 @@ def start_session(request: Request, response: Response, user: User) -> None:
     signer: SessionSigner = request.app.state.signer
     response.set_cookie(
         SESSION_COOKIE,
-        signer.dumps(user.id),
+        signer.dumps(user.id, user.session_epoch),
         max_age=SESSION_MAX_AGE,
         httponly=True,
         samesite="lax",
@@ -53,7 +56,7 @@ def _user_from_token(session: Session, header: str) -> User | None:
     if scheme.lower() != "bearer" or not token:
         return None
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token.strip())))
-    if row is None:
+    if row is None or (row.expires_at is not None and aware(row.expires_at) <= utcnow()):
         return None
     row.last_used_at = utcnow()
     return row.user
@@ -64,6 +67,7 @@ def has_credentials(request: Request) -> bool:
     the body limits ask this before a large body is read (api/body_limits.py)."""
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie and request.app.state.signer.loads(cookie) is not None:
+        # Signed by us: a session that was valid; whether it still is waits for the route.
         return True
     header = request.headers.get("authorization")
     if not header:
@@ -83,9 +87,10 @@ def optional_user(request: Request, session: DbSession) -> User | None:
         if not cookie:
             return None
         signer: SessionSigner = request.app.state.signer
-        uid = signer.loads(cookie)
-        user = session.get(User, uid) if uid is not None else None
-        if user is None:
+        signed = signer.loads(cookie)
+        user = session.get(User, signed[0]) if signed is not None else None
+        if user is None or signed is None or signed[1] != user.session_epoch:
+            # Unknown, forged, or ended by a logout.
             return None
         # Cookies ride along on cross-site requests; bearer tokens do not. So only
         # cookie-authenticated writes need the CSRF header the web pages send.
@@ -186,3 +191,36 @@ def load_version(session: Session, project_id: int, model_id: int) -> ModelVersi
     if version is None or version.project_id != project_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"model {model_id} not found")
     return version
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser sent this from our own pages. Login sets a cookie, so a forged
+    cross-site login (login CSRF) must fail; scripts send neither header and pass."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return origin != "null" and urlsplit(origin).netloc == request.headers.get("host")
+
+
+def password_login(request: Request, session: Session, username: str, password: str) -> User:
+    """The one password check of every login route: same origin, throttled per address
+    and user name (429 with Retry-After), then the password."""
+    if not same_origin(request):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "log in from Winnow's own pages")
+    throttle: LoginThrottle = request.app.state.throttle
+    address = request.client.host if request.client else "unknown"
+    wait = throttle.retry_after(address, username)
+    if wait is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many failed logins; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    user = authenticate(session, username, password)
+    if user is None:
+        throttle.failed(address, username)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+    return user

@@ -19,6 +19,7 @@ from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory
 from core.schemas import Health
 from core.security import SessionSigner
+from core.throttle import LoginThrottle
 from web import pages
 
 VERSION = "0.1.0"
@@ -39,6 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.signer = SessionSigner(settings.session_secret)
+    app.state.throttle = LoginThrottle(
+        settings.throttle_storage, settings.login_limit_per_user, settings.login_limit_per_address
+    )
 
     @app.get("/api/health", response_model=Health, tags=["health"])
     def health(request: Request) -> Health:

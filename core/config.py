@@ -63,6 +63,18 @@ class Settings(BaseSettings):
         default=64 * 1024, description="Request body without valid credentials (a login)."
     )
 
+    login_limit_per_user: str = Field(
+        default="10/5minutes", description="Failed logins per user name (limits notation)."
+    )
+    login_limit_per_address: str = Field(
+        default="30/5minutes", description="Failed logins per client address."
+    )
+    limits_storage: str = Field(
+        default="",
+        description="limits storage URI for login throttling; memory:// unless the broker is "
+        "Redis, whose server is then shared by every API process.",
+    )
+
     max_pixels: int = 64_000_000
     min_image_side: int = 32
     normal_max_side: int = 512
@@ -79,6 +91,12 @@ class Settings(BaseSettings):
     @property
     def celery_broker(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+
+    @property
+    def throttle_storage(self) -> str:
+        if self.limits_storage:
+            return self.limits_storage
+        return self.broker_url if self.broker_url.startswith("redis") else "memory://"
 
     @property
     def session_secret(self) -> str:

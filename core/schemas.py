@@ -42,10 +42,22 @@ class UserOut(_Out):
 
 class TokenIn(BaseModel):
     name: str = Field(default="api", min_length=1, max_length=100)
+    expires_in_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        description="Days until the token stops working; never if unset.",
+    )
 
 
 class TokenLogin(LoginIn):
     name: str = Field(default="api", min_length=1, max_length=100)
+    expires_in_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        description="Days until the token stops working; never if unset.",
+    )
 
 
 class TokenOut(_Out):
@@ -54,6 +66,7 @@ class TokenOut(_Out):
     prefix: str
     created_at: datetime
     last_used_at: datetime | None
+    expires_at: datetime | None = None
 
 
 class TokenCreated(TokenOut):

@@ -40,16 +40,21 @@ class SessionSigner:
         self._secret = secret.encode()
         self._serializer = URLSafeTimedSerializer(secret, salt="winnow-session")
 
-    def dumps(self, user_id: int) -> str:
-        return self._serializer.dumps({"uid": user_id, "n": secrets.token_hex(8)})
+    def dumps(self, user_id: int, epoch: int = 0) -> str:
+        # The epoch is the user's session generation: logging out moves it on, and every
+        # cookie signed with an older one stops working (server-side logout).
+        return self._serializer.dumps({"uid": user_id, "e": epoch, "n": secrets.token_hex(8)})
 
-    def loads(self, cookie: str) -> int | None:
+    def loads(self, cookie: str) -> tuple[int, int] | None:
+        """(user id, session epoch) of a valid cookie, None for a forged or expired one."""
         try:
             data = self._serializer.loads(cookie, max_age=SESSION_MAX_AGE)
         except BadSignature:
             return None
-        uid = data.get("uid") if isinstance(data, dict) else None
-        return uid if isinstance(uid, int) else None
+        if not isinstance(data, dict):
+            return None
+        uid, epoch = data.get("uid"), data.get("e", 0)
+        return (uid, epoch) if isinstance(uid, int) and isinstance(epoch, int) else None
 
     def csrf_token(self, cookie: str) -> str:
         return hmac.new(self._secret, cookie.encode(), hashlib.sha256).hexdigest()

@@ -20,9 +20,10 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     if user is None:
         verify_password(password, _DUMMY_HASH)
         return None
-    if not user.is_active or not verify_password(password, user.password_hash):
-        return None
-    return user
+    # The password is checked for disabled accounts too: the answer takes the same time
+    # as a wrong password, so timing does not tell which accounts are disabled.
+    correct = verify_password(password, user.password_hash)
+    return user if correct and user.is_active else None
 
 
 def create_user(session: Session, username: str, password: str, is_admin: bool = False) -> User:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
@@ -17,6 +17,7 @@ from api.deps import (
     PageAccess,
     load_version,
     optional_user,
+    password_login,
     start_session,
 )
 from core import projects
@@ -25,7 +26,6 @@ from core.kinds import KINDS
 from core.model_version_schemas import ModelDetail
 from core.security import SESSION_COOKIE, SessionSigner
 from core.tables import ImageState, Job, JobStatus, ModelVersion, User
-from core.users import authenticate
 from web.forms import job_forms
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
@@ -60,9 +60,10 @@ def login_form(
     password: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    user = authenticate(session, username, password)
-    if user is None:
-        return _render(request, "login.html", None, next=next, error="Wrong username or password.")
+    try:
+        user = password_login(request, session, username, password)
+    except HTTPException as refused:
+        return _render(request, "login.html", None, next=next, error=str(refused.detail))
     # Only local paths: an open redirect would let a link send people elsewhere after login.
     target = next if next.startswith("/") and not next.startswith("//") else "/"
     response = RedirectResponse(target, status.HTTP_303_SEE_OTHER)

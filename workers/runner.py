@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -25,7 +24,7 @@ from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory, transaction
 from core.redact import redact, redact_json
 from core.store import ImageStore, image_store
-from core.tables import Job, JobStatus, utcnow
+from core.tables import Job, JobStatus, aware, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ def _claim(s: Session, job: Job, stale_after: float) -> bool:
         # Redelivered while running. A fresh heartbeat means another worker has it;
         # a stale one means that worker died, and the job (idempotent) runs again.
         beat = job.heartbeat_at or job.started_at
-        if beat is not None and (now - _aware(beat)).total_seconds() < stale_after:
+        if beat is not None and (now - aware(beat)).total_seconds() < stale_after:
             return False
         claim = claim.where(Job.heartbeat_at == job.heartbeat_at)
     result = s.execute(
@@ -141,11 +140,6 @@ def _claim(s: Session, job: Job, stale_after: float) -> bool:
         )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class _Heartbeat(threading.Thread):

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.deps import AdminUser, CurrentUser, DbSession, start_session
+from api.deps import (
+    AdminUser,
+    CurrentUser,
+    DbSession,
+    optional_user,
+    password_login,
+    start_session,
+)
 from core import users
 from core.schemas import LoginIn, TokenCreated, TokenIn, TokenLogin, TokenOut, UserIn, UserOut
 from core.security import (
@@ -15,33 +25,32 @@ from core.security import (
     new_api_token,
     token_digest,
 )
-from core.tables import ApiToken, User
-from core.users import authenticate
+from core.tables import ApiToken, User, utcnow
 
 router = APIRouter(tags=["auth"])
 
 
 @router.post("/auth/login", response_model=UserOut)
 def login(body: LoginIn, request: Request, response: Response, session: DbSession) -> User:
-    """Check the password and set the session cookie (for the browser and for curl -c)."""
-    user = authenticate(session, body.username, body.password)
-    if user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+    """Check the password and set the session cookie (for the browser and for curl -c).
+    Failed attempts are throttled per address and user name (429 with Retry-After)."""
+    user = password_login(request, session, body.username, body.password)
     start_session(request, response, user)
     return user
 
 
 @router.post("/auth/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def token_for_password(body: TokenLogin, session: DbSession) -> TokenCreated:
+def token_for_password(body: TokenLogin, request: Request, session: DbSession) -> TokenCreated:
     """Make a personal API token from a username and password (for scripts and curl)."""
-    user = authenticate(session, body.username, body.password)
-    if user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
-    return _new_token(session, user, body.name)
+    user = password_login(request, session, body.username, body.password)
+    return _new_token(session, user, body.name, body.expires_in_days)
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(response: Response) -> None:
+def logout(response: Response, user: Annotated[User | None, Depends(optional_user)]) -> None:
+    """End the session: every session cookie of the user stops working, not only this one."""
+    if user is not None:
+        user.session_epoch += 1
     response.delete_cookie(SESSION_COOKIE)
 
 
@@ -72,12 +81,19 @@ def list_tokens(session: DbSession, user: CurrentUser) -> list[ApiToken]:
 
 @router.post("/users/me/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
 def create_token(body: TokenIn, session: DbSession, user: CurrentUser) -> TokenCreated:
-    return _new_token(session, user, body.name)
+    return _new_token(session, user, body.name, body.expires_in_days)
 
 
-def _new_token(session: Session, user: User, name: str) -> TokenCreated:
+def _new_token(session: Session, user: User, name: str, days: int | None) -> TokenCreated:
     token = new_api_token()
-    row = ApiToken(user_id=user.id, name=name, token_hash=token_digest(token), prefix=token[:10])
+    expires = utcnow() + timedelta(days=days) if days else None
+    row = ApiToken(
+        user_id=user.id,
+        name=name,
+        token_hash=token_digest(token),
+        prefix=token[:10],
+        expires_at=expires,
+    )
     session.add(row)
     session.flush()
     return TokenCreated(
@@ -86,6 +102,7 @@ def _new_token(session: Session, user: User, name: str) -> TokenCreated:
         prefix=row.prefix,
         created_at=row.created_at,
         last_used_at=None,
+        expires_at=row.expires_at,
         token=token,
     )
 

@@ -32,6 +32,15 @@ class Settings(BaseSettings):
     job_stale_after: float = Field(
         default=120.0, description="Seconds without a heartbeat before a running job is requeued."
     )
+    job_resend_after: float = Field(
+        default=3600.0,
+        description="Seconds a sent job may wait queued before its message is sent again "
+        "(a broker that lost it); a job the broker refused is sent again at once.",
+    )
+    time_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description='Seconds per job kind, over core/kinds.py\'s limits: {"train": 86400}.',
+    )
 
     chromium: str = Field(default="", description="Chromium executable; Playwright's own if empty.")
     bing_url: str = "https://www.bing.com"

@@ -8,12 +8,15 @@ guessing stops costing the server argon2 work too.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+
+log = logging.getLogger(__name__)
 
 
 class LoginThrottle:
@@ -31,12 +34,20 @@ class LoginThrottle:
     def retry_after(self, address: str, username: str) -> int | None:
         """Seconds until another attempt is allowed, or None when one is allowed now."""
         waits = []
-        for item, key in self._keys(address, username):
-            if not self._limiter.test(item, "login", key):
-                reset = self._limiter.get_window_stats(item, "login", key).reset_time
-                waits.append(max(1, math.ceil(reset - time.time())))
+        try:
+            for item, key in self._keys(address, username):
+                if not self._limiter.test(item, "login", key):
+                    reset = self._limiter.get_window_stats(item, "login", key).reset_time
+                    waits.append(max(1, math.ceil(reset - time.time())))
+        except Exception:
+            # Counts unreachable (Redis down): people can still log in; the password
+            # hash's own cost still slows guessing.
+            log.warning("login throttle storage unreachable; not throttling", exc_info=True)
         return max(waits) if waits else None
 
     def failed(self, address: str, username: str) -> None:
-        for item, key in self._keys(address, username):
-            self._limiter.hit(item, "login", key)
+        try:
+            for item, key in self._keys(address, username):
+                self._limiter.hit(item, "login", key)
+        except Exception:
+            log.warning("login throttle storage unreachable; failure not counted")

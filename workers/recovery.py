@@ -1,4 +1,11 @@
-"""Jobs whose worker died: found by their stale heartbeat and queued again.
+"""Jobs that would wait for ever: found by the workers' watch and sent again.
+
+Jobs whose broker refused them (down when the job was made) have no sent_at and are sent
+as soon as it answers; a sent job still queued after job_resend_after is sent again (a
+broker that lost its message). A second message for a job is harmless: the runner's claim
+is atomic and a finished job ignores it.
+
+Jobs whose worker died: found by their stale heartbeat and queued again.
 
 A worker killed in the middle of a job (out of memory, a power cut, `kill -9`) leaves the
 job "running" for ever, and some brokers (the SQLite transport) lose the message with it.
@@ -12,7 +19,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
@@ -38,8 +45,9 @@ def orphaned_jobs(session: Session, stale_after: float, now: datetime) -> list[J
 
 
 def requeue_orphans(factory: sessionmaker[Session], settings: Settings) -> list[int]:
-    """Queue orphaned jobs again (or fail them after MAX_ATTEMPTS); return the requeued ids."""
-    requeued: list[tuple[int, str]] = []
+    """Mark orphaned jobs queued and unsent (or fail them after MAX_ATTEMPTS); return their
+    ids. ``send_waiting`` then sends them."""
+    requeued: list[int] = []
     with transaction(factory) as session:
         for job in orphaned_jobs(session, settings.job_stale_after, utcnow()):
             if job.attempts >= MAX_ATTEMPTS:
@@ -51,9 +59,38 @@ def requeue_orphans(factory: sessionmaker[Session], settings: Settings) -> list[
                 continue
             job.status = JobStatus.queued
             job.message = "queued again: the worker running it stopped"
-            requeued.append((job.id, job.kind))
-    # Enqueue after the commit, as everywhere: the worker must find the row queued.
-    for job_id, kind in requeued:
+            job.sent_at = None
+            requeued.append(job.id)
+    for job_id in requeued:
         log.warning("job %s was orphaned by a dead worker; queued again", job_id)
-        enqueue(settings.celery_broker, kind, job_id)
-    return [job_id for job_id, _ in requeued]
+    # Not sent here: send_waiting sends every unsent job, after this commit.
+    return requeued
+
+
+def send_waiting(factory: sessionmaker[Session], settings: Settings) -> list[int]:
+    """Send queued jobs the broker never took, or took long ago; return the sent ids."""
+    now = utcnow()
+    resend = now - timedelta(seconds=settings.job_resend_after)
+    with transaction(factory) as session:
+        waiting = session.execute(
+            select(Job.id, Job.kind).where(
+                Job.status == JobStatus.queued,
+                Job.cancel_requested.is_(False),
+                or_(Job.sent_at.is_(None), Job.sent_at < resend),
+            )
+        ).all()
+    sent = []
+    for job_id, kind in waiting:
+        try:
+            enqueue(settings.celery_broker, kind, job_id)
+        except Exception:
+            log.warning("the broker still refuses job %s; trying again later", job_id)
+            break
+        with transaction(factory) as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.queued)
+                .values(sent_at=utcnow(), message="sent to the queue")
+            )
+        sent.append(job_id)
+    return sent

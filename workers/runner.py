@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import update
+from billiard.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings, get_settings
@@ -145,9 +146,11 @@ def _claim(s: Session, job: Job, stale_after: float) -> bool:
 class _Heartbeat(threading.Thread):
     """Writes jobs.heartbeat_at every few seconds while the job function runs."""
 
-    def __init__(self, factory: sessionmaker[Session], job_id: int, interval: float) -> None:
+    def __init__(
+        self, factory: sessionmaker[Session], job_id: int, claim: int, interval: float
+    ) -> None:
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.factory, self.job_id, self.interval = factory, job_id, interval
+        self.factory, self.job_id, self.claim, self.interval = factory, job_id, claim, interval
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -156,7 +159,11 @@ class _Heartbeat(threading.Thread):
                 with transaction(self.factory) as s:
                     s.execute(
                         update(Job)
-                        .where(Job.id == self.job_id, Job.status == JobStatus.running)
+                        .where(
+                            Job.id == self.job_id,
+                            Job.status == JobStatus.running,
+                            Job.attempts == self.claim,
+                        )
                         .values(heartbeat_at=utcnow())
                     )
             except Exception:
@@ -183,15 +190,21 @@ def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
             return job.status.value
         if not _claim(s, job, settings.job_stale_after):
             return "running elsewhere"
+        # This run's claim: the final write below holds only while the claim is still ours.
+        claim = s.scalar(select(Job.attempts).where(Job.id == job_id)) or 0
         ctx = context_for(job, settings, factory)
 
-    heartbeat = _Heartbeat(factory, job_id, max(0.5, settings.job_stale_after / 4))
+    heartbeat = _Heartbeat(factory, job_id, claim, max(0.5, settings.job_stale_after / 4))
     heartbeat.start()
     status, result, error = JobStatus.succeeded, None, None
     try:
         result = fn(ctx) or {}
     except JobCancelled:
         status = JobStatus.cancelled
+    except SoftTimeLimitExceeded:
+        log.error("job %s ran past its time limit", job_id)
+        status = JobStatus.failed
+        error = "stopped: the job ran past its time limit (see WINNOW_TIME_LIMITS)"
     except Exception as exc:
         # The traceback goes to the log; members read one line without server paths.
         log.exception("job %s failed", job_id)
@@ -201,18 +214,24 @@ def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
         heartbeat.stopped.set()
         heartbeat.join()
 
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
+    if result is not None:
+        values["result"] = redact_json(result, settings.data_dir)
+        values["done"] = case((Job.total > Job.done, Job.total), else_=Job.done)
+    if error is not None:
+        values["error"] = error
+        values["message"] = error.splitlines()[0][:2000]
+    elif status is JobStatus.cancelled:
+        values["message"] = "cancelled"
     with transaction(factory) as s:
-        job = s.get(Job, job_id)
-        if job is None:
-            return "missing"
-        job.status = status
-        job.finished_at = utcnow()
-        if result is not None:
-            job.result = redact_json(result, settings.data_dir)
-            job.done = max(job.done, job.total)
-        if error is not None:
-            job.error = error
-            job.message = error.splitlines()[0][:2000]
-        elif status is JobStatus.cancelled:
-            job.message = "cancelled"
+        written = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.running, Job.attempts == claim)
+            .values(**values)
+        )
+    if not written.rowcount:  # type: ignore[attr-defined]
+        # Another worker took the job over (this one looked dead) or it is gone: its
+        # outcome stands, not ours.
+        log.warning("job %s is no longer this worker's; its %s is dropped", job_id, status)
+        return "superseded"
     return status.value

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Task
 
+from core.config import get_settings
 from core.kinds import KINDS, JobKind
 from workers.app import app
 from workers.runner import JobFn, run_job
@@ -21,7 +22,7 @@ def job_function(kind: JobKind) -> JobFn:
     return fn
 
 
-def _task_for(kind: JobKind) -> Task[Any, Any]:
+def _task_for(kind: JobKind, limit: int) -> Task[Any, Any]:
     def run(job_id: int) -> str:
         return run_job(job_id, job_function(kind))
 
@@ -31,10 +32,21 @@ def _task_for(kind: JobKind) -> Task[Any, Any]:
         name=kind.task,
         # The soft limit raises inside the job (it ends failed, its worker takes the next);
         # the hard one kills a job that ignores it.
-        soft_time_limit=kind.time_limit,
-        time_limit=kind.time_limit + 60,
+        soft_time_limit=limit,
+        time_limit=limit + 60,
+        # run_job turns every error of the job itself into a failed job; what escapes it is
+        # the machinery failing (the database unreachable or locked): try the message again
+        # rather than drop it and leave the job queued.
+        autoretry_for=(Exception,),
+        retry_backoff=2,
+        retry_backoff_max=60,
+        max_retries=20,
     )
     return register(run)
 
 
-TASKS: dict[str, Task[Any, Any]] = {kind.task: _task_for(kind) for kind in KINDS.values()}
+_LIMITS = get_settings().time_limits
+TASKS: dict[str, Task[Any, Any]] = {
+    kind.task: _task_for(kind, _LIMITS.get(kind.name.value, kind.time_limit))
+    for kind in KINDS.values()
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,11 +20,12 @@ from core.kinds import JobKindName, JobRequest
 from core.params import ImportUrlsParams, ImportZipParams, UrlItem, VerifyParams
 from core.schemas import JobOut
 from core.store import image_store
-from core.tables import Job, JobStatus
+from core.tables import Job, JobStatus, utcnow
 
 router = APIRouter(tags=["jobs"])
 
-MAX_UPLOAD_BYTES = 4 * 1024**3
+log = logging.getLogger(__name__)
+
 MAX_IMAGE_UPLOAD_BYTES = 50 * 1024**2
 
 
@@ -33,7 +35,15 @@ def start_job(
     job = jobs.add_job(session, access.project.id, kind, params, access.user.id)
     # Commit before enqueue, so the worker finds the row whatever the broker's latency.
     session.commit()
-    jobs.queue_job(settings.celery_broker, job)
+    try:
+        jobs.queue_job(settings.celery_broker, job)
+    except Exception:
+        # The row is safe: the workers' watch sends unsent jobs when the broker answers.
+        log.warning("the broker refused job %s; it is sent again later", job.id, exc_info=True)
+        job.message = "waiting for the queue: the broker did not answer; sent when it does"
+    else:
+        job.sent_at = utcnow()
+    session.commit()
     return job
 
 
@@ -101,7 +111,7 @@ def import_zip(
 ) -> Job:
     """Import a zip: each folder name is a class (created when new)."""
     relative = Path("uploads") / f"{uuid.uuid4().hex}.zip"
-    save_upload(file, settings.data_dir / relative, MAX_UPLOAD_BYTES)
+    save_upload(file, settings.data_dir / relative, settings.max_zip_upload_bytes)
     params = ImportZipParams(upload=relative.as_posix(), label=label, verify=verify)
     return start_job(
         session, settings, access, JobKindName.import_zip, params.model_dump(mode="json")

@@ -1,4 +1,4 @@
-"""users.session_epoch for server-side logout; api_tokens.expires_at
+"""users.session_epoch for server-side logout; api_tokens.expires_at; jobs.sent_at
 
 Revision ID: 0004
 Revises: 0003
@@ -23,9 +23,16 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
+    # Jobs from before were all handed to the broker when they were made.
+    jobs = sa.table("jobs", sa.column("sent_at", sa.DateTime), sa.column("created_at", sa.DateTime))
+    op.execute(jobs.update().values(sent_at=jobs.c.created_at))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("sent_at")
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.drop_column("expires_at")
     with op.batch_alter_table("users", schema=None) as batch_op:

@@ -48,7 +48,9 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-DbSession = Annotated[Session, Depends(get_session)]
+# scope="function": the commit happens when the route returns, before the response is sent,
+# so a client that heard 200 never reads the state from before its change.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def _user_from_token(session: Session, header: str) -> User | None:

@@ -173,7 +173,7 @@ def busy_since(start: tuple[int, int] | None) -> str:
     if start is None or end is None or end[1] == start[1]:
         return ""
     share = (end[0] - start[0]) / (end[1] - start[1])
-    from workers.isolation import usable_cpus
+    from core.isolation import usable_cpus
 
     usable = usable_cpus()
     return f"; the machine's CPUs {share:.0%} busy ({usable} of {os.cpu_count()} usable here)"

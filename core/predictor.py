@@ -8,12 +8,38 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.preprocess import IMAGENET_MEAN, IMAGENET_STD, center_crop, decode_rgb, normalise
+from core.decode import DecodeLimits, Rejected, decode
+from core.isolation import DecoderPool
+from core.preprocess import IMAGENET_MEAN, IMAGENET_STD, center_crop, normalise, resize_short
+
+
+class UnreadableImage(ValueError):
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"image {index + 1} cannot be read: {reason}")
+        self.index, self.reason = index, reason
+
+
+def prepare_untrusted(
+    item: tuple[int, bytes],
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    limits: DecodeLimits,
+) -> np.ndarray | str:
+    """In a decoder child: the verify decode (normalised to limits.normal_max_side, as the
+    training copies are), then the validation transform; the reason if it is refused."""
+    try:
+        decoded = decode(item[1], limits)
+    except Rejected as refused:
+        return refused.reason.value
+    array = np.array(resize_short(decoded.image, size), dtype=np.uint8)
+    return normalise(center_crop(array, size), mean, std)
 
 
 @dataclass(frozen=True)
@@ -52,15 +78,28 @@ class Predictor:
         (output,) = self.session.run(None, {self.input_name: batch.astype(np.float32)})
         return np.asarray(output)
 
-    def predict(self, images: list[bytes]) -> list[Prediction]:
-        size = self.image_size
-        batch = np.stack(
-            [
-                normalise(center_crop(decode_rgb(data, size), size), self.mean, self.std)
-                for data in images
-            ]
+    def predict(self, images: list[bytes], limits: DecodeLimits | None = None) -> list[Prediction]:
+        """Predictions for untrusted image bytes. They are decoded in the isolated decoder
+        children, as verification decodes (format allowlist, pixel cap, memory and CPU
+        limits): a hostile upload costs a child, never the API process. Raises
+        UnreadableImage naming the first file refused and why."""
+        limits = limits or DecodeLimits()
+        task = partial(
+            prepare_untrusted, size=self.image_size, mean=self.mean, std=self.std, limits=limits
         )
-        probs = softmax(self.logits(batch))
+        arrays: dict[int, np.ndarray] = {}
+        with DecoderPool(task, min(len(images), 2), limits) as pool:
+            for outcome in pool.imap_unordered(list(enumerate(images))):
+                index, result = outcome.item[0], outcome.result
+                if isinstance(result, str) or result is None:
+                    # Refused by decode, or the child died (memory, CPU time): its reason.
+                    failure = outcome.failure.value if outcome.failure else str(outcome.error)
+                    raise UnreadableImage(index, result or failure)
+                arrays[index] = result
+        return self.predict_arrays([arrays[i] for i in range(len(images))])
+
+    def predict_arrays(self, arrays: list[np.ndarray]) -> list[Prediction]:
+        probs = softmax(self.logits(np.stack(arrays)))
         results = []
         for row in probs:
             best = int(row.argmax())

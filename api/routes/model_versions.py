@@ -11,9 +11,10 @@ from sqlalchemy import select
 
 from api.deps import DbSession, ProjectAccess, SettingsDep, load_version
 from core.config import Settings
+from core.decode import decode_limits
 from core.model_version_schemas import ModelDetail, ModelSummary, PredictionOut, PredictOut
 from core.plots import losses_svg, lr_find_svg
-from core.predictor import load_predictor
+from core.predictor import UnreadableImage, load_predictor
 from core.tables import Job, ModelVersion
 
 router = APIRouter(tags=["models"])
@@ -140,10 +141,11 @@ def predict(
         blobs.append(data)
     predictor = load_predictor(onnx_path, metadata_path)
     try:
-        results = predictor.predict(blobs)
-    except (OSError, ValueError) as exc:
+        results = predictor.predict(blobs, decode_limits(settings))
+    except UnreadableImage as exc:
+        name = files[exc.index].filename or f"image {exc.index + 1}"
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"not a readable image: {exc}"
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} cannot be read: {exc.reason}"
         ) from exc
     return PredictOut(
         model_version_id=version.id,

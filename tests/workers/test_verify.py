@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.db import transaction
+from core.decode import DecodeLimits, Reason
 from core.ingest import Provenance, add_image, class_by_name
 from core.stats import class_stats, duplicate_groups
 from core.store import ImageStore, Variant, image_store
 from core.tables import EventSource, Image, ImageState, LabelEvent
-from tests.workers.test_decode import encode, hostile_corpus, photo
+from tests.core.test_decode import encode, hostile_corpus, photo
 from tests.workers.test_dedupe import scene
-from workers.decode import DecodeLimits, Reason
 from workers.runner import JobCancelled, JobContext
 from workers.verify.job import verify_job
 from workers.verify.streaming import Verifier

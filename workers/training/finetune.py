@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from workers.isolation import usable_cpus
+from core.isolation import usable_cpus
 from workers.training.augment import BatchAugment, collate_sources
 from workers.training.data import (
     MAX_TRAIN_ASPECT,

@@ -17,12 +17,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from core.decode import Reason, decode_limits
+from core.isolation import IDLE, DecoderPool
 from core.tables import Image, ImageState
-from workers.decode import Reason
 from workers.dedupe import regroup
-from workers.isolation import IDLE, DecoderPool
 from workers.runner import JobContext
-from workers.verify.verdict import Verdict, limits_from, verdict_of, verify_file
+from workers.verify.verdict import Verdict, verdict_of, verify_file
 from workers.verify.writer import BatchWriter, write_verdicts
 
 BATCH_SIZE = 200
@@ -177,7 +177,7 @@ class VerifyRun:
         on_verdict: Callable[[int], None] | None = None,
     ) -> None:
         ctx = self.ctx
-        limits = limits_from(ctx.settings)
+        limits = decode_limits(ctx.settings)
         writer = BatchWriter(
             partial(
                 write_verdicts,

@@ -1,6 +1,6 @@
 """The verdict on one file: decoded under limits, its normalised copy and thumbnail stored.
 
-``verify_file`` runs in a decoder child (workers.isolation); a verdict is small and
+``verify_file`` runs in a decoder child (core.isolation); a verdict is small and
 picklable so that only it crosses back to the parent.
 """
 
@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 from PIL import Image as PILImage
 
-from core.config import Settings
+from core.decode import DecodeLimits, Reason, Rejected, decode, shrink
+from core.isolation import Outcome
 from core.store import ImageStore
-from workers.decode import DecodeLimits, Reason, Rejected, decode, shrink
 from workers.dedupe import phash
-from workers.isolation import Outcome
 
 
 @dataclass(frozen=True)
@@ -26,15 +25,6 @@ class Verdict:
     width: int | None = None
     height: int | None = None
     phash: str | None = None
-
-
-def limits_from(settings: Settings) -> DecodeLimits:
-    return DecodeLimits(
-        max_pixels=settings.max_pixels,
-        min_side=settings.min_image_side,
-        normal_max_side=settings.normal_max_side,
-        thumb_max_side=settings.thumb_max_side,
-    )
 
 
 def verify_file(sha256: str, store: ImageStore, limits: DecodeLimits) -> Verdict:

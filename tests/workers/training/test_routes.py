@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -113,7 +114,7 @@ def test_models_over_rest(
         f"{base}/{second}/predict", files=[("files", ("x.jpg", b"nope", "image/jpeg"))]
     )
     assert broken.status_code == 422
-    assert json.loads(broken.text)["detail"].startswith("not a readable image")
+    assert json.loads(broken.text)["detail"] == "x.jpg cannot be read: not an image"
 
 
 def test_models_need_membership(
@@ -121,3 +122,55 @@ def test_models_need_membership(
 ) -> None:
     client = TestClient(create_app(settings))
     assert client.get(f"/api/projects/{project_id}/models").status_code == 401
+
+
+def _png_of(width: int, height: int) -> bytes:
+    """A valid greyscale PNG of width x height, written row by row: 170 megapixels
+    compress to a few hundred kB without ever being in memory."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    packer = zlib.compressobj(9)
+    row = b"\0" * (width + 1)  # filter byte 0, then black pixels
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_170_megapixel_png_is_refused_without_the_api_growing(
+    images: Callable[..., list[int]],
+    job_context: Callable[..., JobContext],
+    factory: sessionmaker[Session],
+    settings: Settings,
+    project_id: int,
+) -> None:
+    images(per_class=6)
+    model = train_job(job_context("train", PARAMS))["model_version_id"]
+    client = _client(settings, factory, project_id)
+    bomb = _png_of(13_040, 13_040)
+    assert len(bomb) < 2_000_000
+    url = f"/api/projects/{project_id}/models/{model}/predict"
+    # One ordinary prediction first: ONNX Runtime and the model load once per process.
+    normal = [("files", ("ok.jpg", synth_jpeg(0, random.Random(1), 40), "image/jpeg"))]
+    assert client.post(url, files=normal).status_code == 200
+    before = _rss_bytes()
+    refused = client.post(
+        url,
+        files=[("files", ("huge.png", bomb, "image/png"))],
+    )
+    grown = _rss_bytes() - before
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == "huge.png cannot be read: decompression bomb"
+    # Decoded in this process it would take 170 MB (510 MB as RGB); the bound is 64 MB.
+    assert grown < 64 * 1024**2, grown

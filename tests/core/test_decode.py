@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import pytest
 from PIL import Image
 
-from workers.decode import DecodeLimits, Reason, Rejected, decode, gif_frames
-from workers.isolation import DecoderPool
+from core.decode import DecodeLimits, Reason, Rejected, decode, gif_frames
+from core.isolation import DecoderPool
 
 LIMITS = DecodeLimits(max_pixels=4_000_000, min_side=8, normal_max_side=128, thumb_max_side=32)
 

@@ -2,7 +2,7 @@
 
 Web images are hostile: truncated streams, decompression bombs, HTML saved as .jpg.
 ``decode`` turns bytes into a normalised RGB image or raises ``Rejected`` with a reason.
-It runs in the isolated children of ``workers.isolation.DecoderPool``.
+It runs in the isolated children of ``core.isolation.DecoderPool``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from core.config import Settings
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 # Register Pillow's plugins at import: the fork server imports this module once, so each
@@ -73,6 +75,16 @@ class DecodeLimits:
     max_frames: int = 1000
     memory_bytes: int = 2 << 30
     cpu_seconds: int = 30
+
+
+def decode_limits(settings: Settings) -> DecodeLimits:
+    """The deployment's limits, the same for verification and for predict."""
+    return DecodeLimits(
+        max_pixels=settings.max_pixels,
+        min_side=settings.min_image_side,
+        normal_max_side=settings.normal_max_side,
+        thumb_max_side=settings.thumb_max_side,
+    )
 
 
 @dataclass

@@ -19,7 +19,7 @@ import billiard
 from billiard.connection import wait
 from PIL import Image
 
-from workers.decode import DecodeLimits, Reason
+from core.decode import DecodeLimits, Reason
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core import queue
+from core.config import Settings
 from core.kinds import KINDS
-from core.tables import Job, JobStatus, utcnow
+from core.tables import ImageClass, Job, JobStatus, ModelVersion, utcnow
+from core.weights import WeightsError, project_weights
 
 
 def add_job(
@@ -22,6 +24,40 @@ def add_job(
     session.add(job)
     session.flush()
     return job
+
+
+class ForeignReference(LookupError):
+    """Job params name something that is not the job's project's own."""
+
+
+def check_references(
+    session: Session, settings: Settings, project_id: int, params: dict[str, Any]
+) -> None:
+    """What job params name (a model version, classes, a weights file) must be the
+    project's own; the same answer for "absent" and "another project's", as for projects."""
+    weights = params.get("weights_file")
+    if weights:
+        try:
+            project_weights(settings, project_id, weights)
+        except WeightsError as exc:
+            raise ForeignReference(str(exc)) from exc
+    model_id = params.get("model_version_id")
+    if model_id is not None:
+        version = session.get(ModelVersion, model_id)
+        if version is None or version.project_id != project_id:
+            raise ForeignReference(f"model {model_id} not found")
+    class_ids = params.get("class_ids") or []
+    if class_ids:
+        own = set(
+            session.scalars(
+                select(ImageClass.id).where(
+                    ImageClass.project_id == project_id, ImageClass.id.in_(class_ids)
+                )
+            )
+        )
+        missing = sorted(set(class_ids) - own)
+        if missing:
+            raise ForeignReference(f"classes {missing} not found")
 
 
 def queue_job(broker_url: str, job: Job) -> None:

@@ -61,7 +61,12 @@ def create_job(
     body: JobRequest, access: EditorAccess, session: DbSession, settings: SettingsDep
 ) -> Job:
     """Queue a job. Its progress and result are at GET .../jobs/{id}."""
-    return start_job(session, settings, access, body.kind, body.params.model_dump(mode="json"))
+    params = body.params.model_dump(mode="json")
+    try:
+        jobs.check_references(session, settings, access.project.id, params)
+    except jobs.ForeignReference as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return start_job(session, settings, access, body.kind, params)
 
 
 @router.get("/projects/{project_id}/jobs", response_model=list[JobOut])

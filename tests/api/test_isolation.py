@@ -1,0 +1,271 @@
+"""Project isolation, route by route, generated from the OpenAPI schema.
+
+Every route that takes a project is called as a user who is not a member, with another
+project's ids; then as a member of a project of their own with parameters that name the
+other project's things (its model, classes, weights file, images, events, jobs). Each call
+is refused with 403 or 404, nothing changes, and nothing of the other project appears in
+any answer. A viewer's writes are refused with 403. A new route is covered without anyone
+remembering to add it: the list comes from the schema.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from safetensors.numpy import save_file
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.main import create_app
+from core.config import Settings
+from core.db import transaction
+from core.ingest import Provenance, add_image
+from core.labels import Change, apply_change
+from core.projects import create_project
+from core.schemas import ClassIn, ProjectIn
+from core.store import image_store
+from core.tables import (
+    ApiToken,
+    Image,
+    ImageState,
+    Job,
+    JobStatus,
+    LabelAction,
+    LabelEvent,
+    ModelVersion,
+    ProjectMember,
+    Role,
+)
+from core.users import create_user
+from core.weights import weights_dir
+from tests.conftest import migrated
+from tests.imagegen import picture
+
+SECRET = "Secret-Grizzlies"
+WRITE = {"post", "put", "patch", "delete"}
+# Parameter -> which of project A's objects fills it.
+IDS = ("project_id", "image_id", "job_id", "model_id", "event_id", "token_id")
+
+
+@dataclass
+class World:
+    client: TestClient
+    factory: sessionmaker[Session]
+    a: dict[str, Any]  # ids and names of project A (the victim)
+    b: dict[str, Any]  # project B of the outsider
+    tokens: dict[str, str]
+
+
+def _seed(
+    factory: sessionmaker[Session], settings: Settings, owner: str, name: str
+) -> dict[str, Any]:
+    data_dir = settings.data_dir
+    store = image_store(settings)
+    with transaction(factory) as s:
+        user = create_user(s, owner, f"{owner}-password")
+        project = create_project(
+            s,
+            ProjectIn(
+                name=name, classes=[ClassIn(name=f"{name}-one"), ClassIn(name=f"{name}-two")]
+            ),
+            user.id,
+        )
+        data = picture("red", len(name))
+        image, _ = add_image(s, store, project.id, data, project.classes[0].id, Provenance())
+        store.put(data, "normal", sha256=image.sha256)
+        store.put(data, "thumb", sha256=image.sha256)
+        image.state = ImageState.ok
+        s.flush()
+        event = apply_change(s, image, Change(LabelAction.keep), user.id)
+        job = Job(project_id=project.id, kind="verify", params={}, status=JobStatus.succeeded)
+        s.add(job)
+        s.flush()
+        folder = data_dir / "models" / name
+        folder.mkdir(parents=True)
+        for kind in ("onnx", "metadata", "weights"):
+            (folder / kind).write_text(f"{name} {kind}")
+        (folder / "cam.png").write_bytes(b"\x89PNG " + name.encode())
+        version = ModelVersion(
+            project_id=project.id,
+            arch="resnet18",
+            classes=[c.name for c in project.classes],
+            files={k: f"models/{name}/{k}" for k in ("onnx", "metadata", "weights")},
+            interpretation={
+                "top_losses": [{"image_id": image.id, "gradcam": f"models/{name}/cam.png"}]
+            },
+        )
+        s.add(version)
+        token = ApiToken(user_id=user.id, name="t", token_hash=name * 4, prefix="wn_")
+        s.add(token)
+        s.flush()
+        project_id = project.id
+        out: dict[str, Any] = {
+            "project_id": project_id,
+            "image_id": image.id,
+            "job_id": job.id,
+            "model_id": version.id,
+            "event_id": event.id,
+            "token_id": token.id,
+            "class_ids": [c.id for c in project.classes],
+            "sha": image.sha256,
+            "name": name,
+            "user": owner,
+        }
+    wdir = weights_dir(settings, project_id)
+    wdir.mkdir(parents=True)
+    save_file({"w": np.zeros(2, np.float32)}, str(wdir / f"{owner}-body.safetensors"))
+    out["weights"] = f"{owner}-body.safetensors"
+    return out
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    settings, factory = migrated(tmp_path, "k")
+    a = _seed(factory, settings, "alice", SECRET)
+    b = _seed(factory, settings, "bob", "bobs-bears")
+    with transaction(factory) as s:
+        viewer = create_user(s, "vic", "vic-password")
+        s.add(ProjectMember(project_id=a["project_id"], user_id=viewer.id, role=Role.viewer))
+    with TestClient(create_app(settings)) as client:
+        tokens = {}
+        for user in ("alice", "bob", "vic"):
+            login = {"username": user, "password": f"{user}-password", "name": "t"}
+            tokens[user] = client.post("/api/auth/tokens", json=login).json()["token"]
+        yield World(client, factory, a, b, tokens)
+
+
+def _routes(client: TestClient) -> list[tuple[str, str, dict[str, Any]]]:
+    schema = client.get("/api/openapi.json").json()
+    return [
+        (method, path, op)
+        for path, ops in schema["paths"].items()
+        for method, op in ops.items()
+        if "{project_id}" in path
+    ]
+
+
+def _fill(path: str, ids: dict[str, Any], override: dict[str, Any] | None = None) -> str:
+    values = {
+        **{k: ids[k] for k in IDS},
+        "kind": "onnx",
+        "username": ids["user"],
+        **(override or {}),
+    }
+    return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
+
+
+def _call(world: World, user: str, method: str, url: str, op: dict[str, Any]) -> Any:
+    headers = {"Authorization": f"Bearer {world.tokens[user]}"}
+    body = op.get("requestBody", {}).get("content", {})
+    if "multipart/form-data" in body:
+        single = "zip" in url or "weights" in url
+        if single:
+            return world.client.request(
+                method, url, headers=headers, files={"file": ("x.bin", b"\0" * 16)}
+            )
+        image = [("files", ("x.jpg", picture("blue", 1), "image/jpeg"))]
+        return world.client.request(method, url, headers=headers, files=image)
+    if "application/json" in body:
+        return world.client.request(method, url, headers=headers, json=_json_body(url, world))
+    return world.client.request(method, url, headers=headers)
+
+
+def _json_body(url: str, world: World) -> dict[str, Any]:
+    a = world.a
+    if url.endswith("/jobs"):
+        return {"kind": "rank", "params": {"model_version_id": a["model_id"]}}
+    if url.endswith("/bulk"):
+        return {"action": "delete", "images": [{"id": a["image_id"], "version": 2}]}
+    if url.endswith("/members"):
+        return {"username": "bob", "role": "owner"}
+    if url.endswith("/classes"):
+        return {"name": "intruder"}
+    if re.search(r"/images/\d+$", url):
+        return {"version": 2, "action": "delete"}
+    return {"name": "renamed"}
+
+
+def _snapshot(factory: sessionmaker[Session], project_id: int) -> tuple[Any, ...]:
+    with transaction(factory) as s:
+        images = s.execute(
+            select(Image.id, Image.state, Image.label_id, Image.version)
+            .where(Image.project_id == project_id)
+            .order_by(Image.id)
+        ).all()
+        counts = tuple(
+            s.scalar(select(func.count()).select_from(t).where(t.project_id == project_id))
+            for t in (LabelEvent, Job, ModelVersion, ProjectMember)
+        )
+        return (tuple(images), counts)
+
+
+def _leaks(text: str, a: dict[str, Any]) -> list[str]:
+    return [v for v in (a["name"], a["sha"][:16], f"{a['name']}-one") if v in text]
+
+
+def test_an_outsider_gets_nothing_of_another_project_on_any_route(world: World) -> None:
+    before = _snapshot(world.factory, world.a["project_id"])
+    routes = _routes(world.client)
+    assert len(routes) > 25
+    for method, path, op in routes:
+        url = _fill(path, world.a)
+        response = _call(world, "bob", method, url, op)
+        assert response.status_code in (403, 404), (method, url, response.status_code)
+        assert not _leaks(response.text, world.a), (method, url, response.text)
+    assert _snapshot(world.factory, world.a["project_id"]) == before
+
+
+def test_ids_of_another_project_inside_ones_own_project_are_refused(world: World) -> None:
+    before = _snapshot(world.factory, world.a["project_id"])
+    a, b = world.a, world.b
+    for method, path, op in _routes(world.client):
+        if not any(f"{{{k}}}" in path for k in IDS[1:]):
+            continue
+        # Bob's own project, with Alice's image, job, model, event ids.
+        url = _fill(path, {**a, "project_id": b["project_id"], "user": "nobody"})
+        response = _call(world, "bob", method, url, op)
+        assert response.status_code in (403, 404), (method, url, response.status_code)
+        assert not _leaks(response.text, a), (method, url, response.text)
+    own_jobs = f"/api/projects/{b['project_id']}/jobs"
+    auth = {"Authorization": f"Bearer {world.tokens['bob']}"}
+    refused = [
+        {"kind": "rank", "params": {"model_version_id": a["model_id"]}},
+        {"kind": "harvest", "params": {"class_ids": a["class_ids"]}},
+        {"kind": "train", "params": {"weights_file": a["weights"]}},
+        {"kind": "lr_find", "params": {"weights_file": a["weights"]}},
+    ]
+    for body in refused:
+        response = world.client.post(own_jobs, json=body, headers=auth)
+        assert response.status_code == 404, (body, response.text)
+        assert not _leaks(response.text, a)
+    for path in ("models/1/weights", "../1/weights/x.safetensors", f"/abs/{a['weights']}"):
+        body = {"kind": "train", "params": {"weights_file": path}}
+        assert world.client.post(own_jobs, json=body, headers=auth).status_code == 422
+    with transaction(world.factory) as s:
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.project_id == b["project_id"], Job.status == JobStatus.queued)
+            )
+            == 0
+        )
+    assert _snapshot(world.factory, world.a["project_id"]) == before
+
+
+def test_a_viewer_cannot_write(world: World) -> None:
+    before = _snapshot(world.factory, world.a["project_id"])
+    for method, path, op in _routes(world.client):
+        if method not in WRITE or path.endswith("/predict"):
+            continue
+        url = _fill(path, world.a)
+        response = _call(world, "vic", method, url, op)
+        assert response.status_code == 403, (method, url, response.status_code, response.text)
+    assert _snapshot(world.factory, world.a["project_id"]) == before

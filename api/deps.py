@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import Depends, HTTPException, Request, Response, status
+from fastapi import Depends, HTTPException, Path, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,11 @@ from core.throttle import LoginThrottle
 from core.users import authenticate
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+# The largest id a row can have (BIGINT, SQLite's INTEGER): larger ones are a 422, not a
+# driver overflow deep in a query.
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -138,7 +143,7 @@ class Access:
         return self.role in (Role.owner, Role.editor)
 
 
-def project_access(project_id: int, session: DbSession, user: CurrentUser) -> Access:
+def project_access(project_id: RowId, session: DbSession, user: CurrentUser) -> Access:
     project = session.get(Project, project_id)
     member = session.get(ProjectMember, (project_id, user.id)) if project else None
     if project is None or (member is None and not user.is_admin):
@@ -175,7 +180,7 @@ class LoginRequired(Exception):
 
 
 def page_access(
-    project_id: int, session: DbSession, user: Annotated[User | None, Depends(optional_user)]
+    project_id: RowId, session: DbSession, user: Annotated[User | None, Depends(optional_user)]
 ) -> Access:
     """Project access for a web page: login first (a redirect), then the same membership
     check as the REST routes (one 404 for "absent" and "not yours")."""

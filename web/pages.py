@@ -6,15 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from api.deps import (
+    MAX_ID,
     DbSession,
     LoginRequired,
     PageAccess,
+    RowId,
     load_version,
     optional_user,
     password_login,
@@ -84,7 +86,7 @@ def home(request: Request, session: DbSession, user: PageUser) -> Response:
 
 @router.get("/projects/{project_id}", response_class=HTMLResponse)
 def project_page(
-    project_id: int, request: Request, session: DbSession, access: PageAccess
+    project_id: RowId, request: Request, session: DbSession, access: PageAccess
 ) -> Response:
     models = session.scalars(
         select(ModelVersion)
@@ -105,7 +107,7 @@ def project_page(
 
 @router.get("/projects/{project_id}/jobs-panel", response_class=HTMLResponse)
 def jobs_panel(
-    project_id: int, request: Request, session: DbSession, access: PageAccess
+    project_id: RowId, request: Request, session: DbSession, access: PageAccess
 ) -> Response:
     """The jobs table. It polls itself only while a job is queued or running; a new job
     (the page's winnow:job event) starts the polling again."""
@@ -127,14 +129,14 @@ def jobs_panel(
 
 @router.get("/projects/{project_id}/review", response_class=HTMLResponse)
 def review_page(
-    project_id: int,
+    project_id: RowId,
     request: Request,
     session: DbSession,
     access: PageAccess,
     state: str = "ok",
     label: str = "",
     sort: str = "-loss",
-    offset: int = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> Response:
     classes = access.project.classes
     label_id = next((c.id for c in classes if c.name == label), None)
@@ -165,13 +167,13 @@ def review_page(
 
 
 @router.get("/projects/{project_id}/history", response_class=HTMLResponse)
-def history_page(project_id: int, request: Request, access: PageAccess) -> Response:
+def history_page(project_id: RowId, request: Request, access: PageAccess) -> Response:
     return _render(request, "history.html", access.user, access=access, project=access.project)
 
 
 @router.get("/projects/{project_id}/models/{model_id}", response_class=HTMLResponse)
 def model_page(
-    project_id: int, model_id: int, request: Request, session: DbSession, access: PageAccess
+    project_id: RowId, model_id: RowId, request: Request, session: DbSession, access: PageAccess
 ) -> Response:
     """One model: metrics per epoch, advice, confusion matrix, top losses with heatmaps."""
     detail = ModelDetail.full(load_version(session, project_id, model_id))

@@ -14,6 +14,7 @@ from api.deps import (
     AdminUser,
     CurrentUser,
     DbSession,
+    RowId,
     optional_user,
     password_login,
     start_session,
@@ -108,7 +109,7 @@ def _new_token(session: Session, user: User, name: str, days: int | None) -> Tok
 
 
 @router.delete("/users/me/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_token(token_id: int, session: DbSession, user: CurrentUser) -> None:
+def revoke_token(token_id: RowId, session: DbSession, user: CurrentUser) -> None:
     row = session.get(ApiToken, token_id)
     if row is None or row.user_id != user.id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"token {token_id} not found")

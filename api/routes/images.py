@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.exc import StaleDataError
 
-from api.deps import DbSession, EditorAccess, ProjectAccess, SettingsDep
+from api.deps import MAX_ID, DbSession, EditorAccess, ProjectAccess, RowId, SettingsDep
 from core import labels
 from core.images import ImageFilter, Sort, image_out, list_images
 from core.ingest import class_by_name
@@ -48,7 +48,7 @@ def get_images(
     method: Literal["in_sample", "out_of_fold"] | None = None,
     sort: Sort = "id",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> ImagePage:
     """List images; sort=-loss with a ranked model gives the lesson's top losses."""
     pid = access.project.id
@@ -65,13 +65,13 @@ def get_images(
 
 
 @router.get("/projects/{project_id}/images/{image_id}", response_model=ImageOut)
-def get_image(image_id: int, access: ProjectAccess, session: DbSession) -> ImageOut:
+def get_image(image_id: RowId, access: ProjectAccess, session: DbSession) -> ImageOut:
     return image_out(session, load_image(session, access.project.id, image_id))
 
 
 @router.get("/projects/{project_id}/images/{image_id}/file", response_class=FileResponse)
 def get_image_file(
-    image_id: int,
+    image_id: RowId,
     access: ProjectAccess,
     session: DbSession,
     settings: SettingsDep,
@@ -120,7 +120,7 @@ def _apply(
 
 @router.patch("/projects/{project_id}/images/{image_id}", response_model=ImageOut)
 def update_image(
-    image_id: int,
+    image_id: RowId,
     body: ImagePatch,
     access: EditorAccess,
     session: DbSession,
@@ -220,12 +220,16 @@ def _lookups(session: Session, project_id: int) -> tuple[dict[int, str], dict[in
 def list_events(
     access: ProjectAccess,
     session: DbSession,
-    image_id: int | None = None,
+    image_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     user: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: int | None = Query(default=None, description="Events with an id below this (paging)."),
+    before: int | None = Query(
+        default=None, le=MAX_ID, description="Events with an id below this (paging)."
+    ),
     after: int | None = Query(
-        default=None, description="Only events newer than this id, oldest first (polling)."
+        default=None,
+        le=MAX_ID,
+        description="Only events newer than this id, oldest first (polling).",
     ),
 ) -> list[LabelEventOut]:
     """The audit trail, newest first (or oldest first from `after`)."""
@@ -251,7 +255,7 @@ def list_events(
     response_model=LabelEventOut,
     status_code=status.HTTP_201_CREATED,
 )
-def undo(event_id: int, access: EditorAccess, session: DbSession) -> LabelEventOut:
+def undo(event_id: RowId, access: EditorAccess, session: DbSession) -> LabelEventOut:
     """Apply the inverse of an event as a new event (the trail keeps both)."""
     event = session.get(LabelEvent, event_id)
     if event is None or event.project_id != access.project.id:

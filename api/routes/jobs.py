@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, sta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import Access, DbSession, EditorAccess, ProjectAccess, SettingsDep
+from api.deps import Access, DbSession, EditorAccess, ProjectAccess, RowId, SettingsDep
 from api.uploads import save_upload
 from core import jobs
 from core.config import Settings
@@ -86,12 +86,12 @@ def list_jobs(
 
 
 @router.get("/projects/{project_id}/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: int, access: ProjectAccess, session: DbSession) -> Job:
+def get_job(job_id: RowId, access: ProjectAccess, session: DbSession) -> Job:
     return load_job(session, access.project.id, job_id)
 
 
 @router.post("/projects/{project_id}/jobs/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: int, access: EditorAccess, session: DbSession) -> Job:
+def cancel_job(job_id: RowId, access: EditorAccess, session: DbSession) -> Job:
     """Cancel a queued job at once, or ask a running one to stop at its next progress report."""
     job = load_job(session, access.project.id, job_id)
     if job.status not in (JobStatus.queued, JobStatus.running):

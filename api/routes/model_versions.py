@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, HTTPException, UploadFile, status
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 
-from api.deps import DbSession, ProjectAccess, SettingsDep, load_version
+from api.deps import DbSession, ProjectAccess, RowId, SettingsDep, load_version
 from core.config import Settings
 from core.decode import decode_limits
 from core.model_version_schemas import ModelDetail, ModelSummary, PredictionOut, PredictOut
@@ -53,14 +53,14 @@ def list_models(access: ProjectAccess, session: DbSession) -> list[ModelSummary]
 
 
 @router.get("/projects/{project_id}/models/{model_id}", response_model=ModelDetail)
-def get_model(model_id: int, access: ProjectAccess, session: DbSession) -> ModelDetail:
+def get_model(model_id: RowId, access: ProjectAccess, session: DbSession) -> ModelDetail:
     """Metrics per epoch (visible while it trains), advice and interpretation."""
     return ModelDetail.full(load_version(session, access.project.id, model_id))
 
 
 @router.get("/projects/{project_id}/models/{model_id}/files/{kind}", response_class=FileResponse)
 def download_file(
-    model_id: int,
+    model_id: RowId,
     kind: Literal["weights", "metadata", "onnx"],
     access: ProjectAccess,
     session: DbSession,
@@ -78,7 +78,11 @@ def download_file(
     response_class=FileResponse,
 )
 def gradcam(
-    model_id: int, image_id: int, access: ProjectAccess, session: DbSession, settings: SettingsDep
+    model_id: RowId,
+    image_id: RowId,
+    access: ProjectAccess,
+    session: DbSession,
+    settings: SettingsDep,
 ) -> FileResponse:
     """Grad-CAM heatmap of a top-loss validation image (what the model looked at)."""
     version = load_version(session, access.project.id, model_id)
@@ -93,13 +97,13 @@ def gradcam(
 
 
 @router.get("/projects/{project_id}/models/{model_id}/losses.svg", response_class=Response)
-def losses_plot(model_id: int, access: ProjectAccess, session: DbSession) -> Response:
+def losses_plot(model_id: RowId, access: ProjectAccess, session: DbSession) -> Response:
     version = load_version(session, access.project.id, model_id)
     return Response(losses_svg(version.metrics), media_type=SVG)
 
 
 @router.get("/projects/{project_id}/jobs/{job_id}/lr_find.svg", response_class=Response)
-def lr_find_plot(job_id: int, access: ProjectAccess, session: DbSession) -> Response:
+def lr_find_plot(job_id: RowId, access: ProjectAccess, session: DbSession) -> Response:
     """The LR finder's smoothed loss against the learning rate, with its suggestions."""
     job = session.get(Job, job_id)
     if job is None or job.project_id != access.project.id or job.kind != "lr_find":
@@ -113,7 +117,7 @@ def lr_find_plot(job_id: int, access: ProjectAccess, session: DbSession) -> Resp
 
 @router.post("/projects/{project_id}/models/{model_id}/predict", response_model=PredictOut)
 def predict(
-    model_id: int,
+    model_id: RowId,
     files: Annotated[list[UploadFile], File(description="One or several images.")],
     access: ProjectAccess,
     session: DbSession,

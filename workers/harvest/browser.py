@@ -7,23 +7,30 @@ this project's own machines have it: Debian's ``chromium``, no browser download)
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
+from playwright.async_api import Browser, BrowserContext, Playwright, Route, async_playwright
 from playwright.async_api import Error as PlaywrightError
+from yarl import URL
 
-# Quiet, container-friendly Chromium: no background traffic of its own, no GPU, and no
-# sandbox because workers usually run as root in a container where it cannot start.
+from workers.harvest.ssrf import FetchRefused, Guard, check_url
+
+log = logging.getLogger(__name__)
+
+# Quiet, container-friendly Chromium: no background traffic of its own, no GPU.
 CHROMIUM_ARGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
     "--disable-gpu",
     "--disable-dev-shm-usage",
-    "--no-sandbox",
 )
+# Schemes a results page loads without the network.
+LOCAL_SCHEMES = ("data:", "blob:", "about:")
 SYSTEM_CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -40,6 +47,13 @@ def user_agent(version: str) -> str:
     )
 
 
+def sandbox_possible() -> bool:
+    """Chromium's sandbox needs an unprivileged user: as root it refuses to start with it.
+    The browser worker image runs as an ordinary user, and there the sandbox is on;
+    as root (CI, some containers) Chromium runs without it, behind the request guard."""
+    return os.geteuid() != 0
+
+
 async def _launch(playwright: Playwright, chromium: str) -> Browser:
     candidates = (
         [chromium]
@@ -47,22 +61,60 @@ async def _launch(playwright: Playwright, chromium: str) -> Browser:
         else [""] + [p for n in SYSTEM_CHROMIUMS if (p := shutil.which(n) or "")]
     )
     errors = []
+    # With the sandbox first where it can work; a kernel without user namespaces (some
+    # container runtimes) refuses it, and then Chromium starts without, said in the log.
+    modes = [True, False] if sandbox_possible() else [False]
     for path in candidates:
-        try:
-            return await playwright.chromium.launch(
-                executable_path=path or None, args=list(CHROMIUM_ARGS), headless=True
-            )
-        except PlaywrightError as exc:
-            errors.append(f"{path or 'Playwright Chromium'}: {str(exc).splitlines()[0]}")
+        for sandbox in modes:
+            try:
+                browser = await playwright.chromium.launch(
+                    executable_path=path or None,
+                    args=list(CHROMIUM_ARGS),
+                    headless=True,
+                    chromium_sandbox=sandbox,
+                )
+            except PlaywrightError as exc:
+                errors.append(f"{path or 'Playwright Chromium'}: {str(exc).splitlines()[0]}")
+                continue
+            if not sandbox:
+                log.warning("Chromium runs without its sandbox (root, or no user namespaces)")
+            return browser
     raise BrowserUnavailable(
         "cannot start Chromium (set WINNOW_CHROMIUM to its path, or run "
         "`playwright install chromium`): " + "; ".join(errors)
     )
 
 
+def request_guard(guard: Guard) -> Callable[[Route], Awaitable[None]]:
+    """A Playwright route handler: every request the page makes (the results page, its
+    scripts, images, XHR, redirects) goes out only to public addresses, as the downloader's
+    do (workers/harvest/ssrf.py). Chromium resolves the name again when it connects, so
+    this is the page-level check; the network policy of the browser worker (compose puts it
+    on a network without the database and Redis) is the other."""
+
+    async def handle(route: Route) -> None:
+        url = route.request.url
+        if url.startswith(LOCAL_SCHEMES):
+            await route.continue_()
+            return
+        try:
+            parsed = URL(url)
+            check_url(parsed)
+            assert parsed.host is not None
+            guard.fetching(parsed.host)
+            await guard.addresses(parsed.host, parsed.port or 443)
+        except (FetchRefused, OSError, ValueError) as exc:
+            log.info("browser request refused: %s (%s)", url[:200], exc)
+            await route.abort("blockedbyclient")
+            return
+        await route.continue_()
+
+    return handle
+
+
 @asynccontextmanager
 async def browser_context(
-    chromium: str = "", javascript: bool = True
+    chromium: str = "", javascript: bool = True, guard: Guard | None = None
 ) -> AsyncIterator[BrowserContext]:
     async with async_playwright() as playwright:
         browser = await _launch(playwright, chromium)
@@ -74,6 +126,8 @@ async def browser_context(
                 java_script_enabled=javascript,
                 service_workers="block",
             )
+            if guard is not None:
+                await context.route("**/*", request_guard(guard))
             yield context
         finally:
             await browser.close()

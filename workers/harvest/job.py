@@ -23,6 +23,7 @@ from workers.harvest.browser import browser_context
 from workers.harvest.engines import ENGINES, compose_query
 from workers.harvest.intake import Candidate, download_all, filename_from_url
 from workers.harvest.search import run_search
+from workers.harvest.ssrf import AddressPolicy, Guard
 from workers.harvest.tally import Tally
 from workers.runner import JobContext
 from workers.verify.streaming import Verifier, verifying_import
@@ -90,7 +91,8 @@ async def _search(
     total = sum(len(plan.queries) * len(params.engines) for plan in plans)
     done = 0
     candidates: list[Candidate] = []
-    async with browser_context(settings.chromium) as context:
+    guard = Guard(AddressPolicy.from_setting(settings.fetch_allow))
+    async with browser_context(settings.chromium, guard=guard) as context:
         for plan in plans:
             taken: set[str] = set()
             sources = [(engine, query) for query in plan.queries for engine in params.engines]

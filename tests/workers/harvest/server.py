@@ -46,9 +46,10 @@ def jpeg(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
 
 
 class LocalServer:
-    """Serves ``routes`` (longest matching path prefix wins) on a free port of 127.0.0.1."""
+    """Serves ``routes`` (longest matching path prefix wins) on a free port of ``host``, a
+    loopback address."""
 
-    def __init__(self, routes: dict[str, Route]) -> None:
+    def __init__(self, routes: dict[str, Route], host: str = "127.0.0.1") -> None:
         self.routes = routes
         self.requests: list[Request] = []
         self._lock = threading.Lock()
@@ -83,10 +84,10 @@ class LocalServer:
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def dispatch(self, request: Request) -> Reply:

@@ -49,3 +49,14 @@ def test_dockerfile_copies_what_the_package_needs() -> None:
     text = (REPO / "Dockerfile").read_text()
     for folder in ("core", "api", "workers", "web", "migrations"):
         assert f"COPY {folder} ./{folder}" in text
+
+
+def test_compose_has_no_default_secrets_and_redis_asks_for_a_password() -> None:
+    text = (REPO / "docker-compose.yml").read_text()
+    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "WINNOW_SECRET_KEY"):
+        assert f"${{{secret}:-" not in text, f"{secret} has a default"
+        assert f"${{{secret}:?" in text, f"{secret} is not required"
+    redis = " ".join(_compose()["services"]["redis"]["command"])
+    assert "--requirepass" in redis and "--maxmemory-policy noeviction" in redis
+    broker = _compose()["services"]["worker-cpu"]["environment"]["WINNOW_BROKER_URL"]
+    assert broker.startswith("redis://:${REDIS_PASSWORD")

@@ -50,14 +50,8 @@ class TokenIn(BaseModel):
     )
 
 
-class TokenLogin(LoginIn):
-    name: str = Field(default="api", min_length=1, max_length=100)
-    expires_in_days: int | None = Field(
-        default=None,
-        ge=1,
-        le=3650,
-        description="Days until the token stops working; never if unset.",
-    )
+class TokenLogin(LoginIn, TokenIn):
+    """A token made from a user name and password (scripts, curl)."""
 
 
 class TokenOut(_Out):

@@ -14,9 +14,11 @@ from starlette.types import Scope
 from api.body_limits import BodyLimits
 from api.deps import LoginRequired, has_credentials
 from api.headers import SecurityHeaders
-from api.routes import auth, exports, images, jobs, model_versions, projects, weights
+from api.request_metrics import Metrics, RequestMetrics
+from api.routes import auth, exports, images, jobs, model_versions, ops, projects, weights
 from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory
+from core.metrics import StateCollector
 from core.schemas import Health
 from core.security import SessionSigner
 from core.throttle import LoginThrottle
@@ -40,6 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.signer = SessionSigner(settings.session_secret)
+    app.state.metrics = Metrics()
+    app.state.metrics.registry.register(
+        StateCollector(app.state.session_factory, settings.celery_broker)
+    )
     app.state.throttle = LoginThrottle(
         settings.throttle_storage, settings.login_limit_per_user, settings.login_limit_per_address
     )
@@ -74,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             request, "api_docs.html", {"openapi_url": app.openapi_url}
         )
 
+    app.include_router(ops.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
     app.add_middleware(SecurityHeaders)
@@ -82,4 +89,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await run_in_threadpool(has_credentials, Request(scope))
 
     app.add_middleware(BodyLimits, settings=settings, authenticated=authenticated)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app

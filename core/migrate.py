@@ -25,3 +25,22 @@ def upgrade(url: str, revision: str = "head") -> None:
 def check(url: str) -> None:
     """Raise if the models and the migrated schema differ."""
     command.check(alembic_config(url))
+
+
+def pending(url: str) -> list[str]:
+    """Revisions the database at ``url`` lacks (empty when it is at head)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    script = ScriptDirectory.from_config(alembic_config(url))
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        engine.dispose()
+    heads = set(script.get_heads())
+    if current == heads:
+        return []
+    return sorted(heads - current) or sorted(current)

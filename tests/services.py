@@ -111,10 +111,15 @@ class PostgresServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+        self.resume()
+        self._count = 0
+
+    def resume(self) -> None:
+        """Start the server (again, after ``pause``) on the same port and data."""
         subprocess.run(
             [
                 *self.prefix,
-                pg_ctl,
+                self.pg_ctl,
                 "-D",
                 str(self.data),
                 "-l",
@@ -127,7 +132,14 @@ class PostgresServer:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        self._count = 0
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (an outage, for tests of what notices it)."""
+        subprocess.run(
+            [*self.prefix, self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
     def create_database(self) -> str:
         import psycopg

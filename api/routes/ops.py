@@ -1,0 +1,66 @@
+"""Readiness and metrics, for load balancers and Prometheus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from kombu import Connection
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from core.migrate import pending
+
+router = APIRouter(tags=["health"])
+
+
+class Readiness(BaseModel):
+    ready: bool
+    database: str
+    broker: str
+    migrations: str
+
+
+def _readiness(request: Request) -> Readiness:
+    settings = request.app.state.settings
+    checks: dict[str, Any] = {}
+    try:
+        with request.app.state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        missing = pending(settings.db_url)
+        checks["migrations"] = "at head" if not missing else f"missing {', '.join(missing)}"
+    except Exception as exc:
+        checks["database"] = f"unreachable ({type(exc).__name__})"
+        checks["migrations"] = "unknown"
+    try:
+        with Connection(settings.celery_broker, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = f"unreachable ({type(exc).__name__})"
+    ready = checks["database"] == checks["broker"] == "ok" and checks["migrations"] == "at head"
+    return Readiness(ready=ready, **checks)
+
+
+@router.get(
+    "/api/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: the reasons."}},
+)
+async def ready(request: Request) -> Response:
+    """200 when the database and broker answer and the schema is at the newest migration;
+    503 with the reasons otherwise (/api/health only says the process is up)."""
+    state = await run_in_threadpool(_readiness, request)
+    return JSONResponse(state.model_dump(), status_code=200 if state.ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: requests by route and status with latency; jobs by kind and
+    state, images by state and queue depth, read at scrape time."""
+    body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

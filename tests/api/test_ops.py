@@ -1,0 +1,106 @@
+"""Readiness and Prometheus metrics, as an operator's load balancer and scraper see them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from core.config import Settings
+from core.db import transaction
+from core.migrate import upgrade
+from core.users import create_user
+from tests.conftest import migrated
+from tests.services import PostgresServer, RedisServer
+
+
+def _token(client: TestClient) -> dict[str, str]:
+    login = {"username": "ann", "password": "ann-password", "name": "t"}
+    return {
+        "Authorization": f"Bearer {client.post('/api/auth/tokens', json=login).json()['token']}"
+    }
+
+
+def test_ready_only_when_the_schema_is_at_head(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, secret_key="k")
+    upgrade(settings.db_url, "0003")
+    with TestClient(create_app(settings)) as client:
+        behind = client.get("/api/ready")
+        assert behind.status_code == 503
+        assert behind.json()["migrations"] == "missing 0004"
+        upgrade(settings.db_url)
+        assert client.get("/api/ready").json() == {
+            "ready": True,
+            "database": "ok",
+            "broker": "ok",
+            "migrations": "at head",
+        }
+        assert client.get("/api/health").status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.stack
+def test_ready_says_503_while_postgres_is_down_and_200_when_it_is_back(tmp_path: Path) -> None:
+    try:
+        server = PostgresServer()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"Postgres not available here: {exc}")
+    try:
+        url = server.create_database()
+        upgrade(url)
+        settings = Settings(data_dir=tmp_path, database_url=url, secret_key="k")
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/api/ready").status_code == 200
+            server.pause()
+            down = client.get("/api/ready")
+            assert down.status_code == 503 and down.json()["database"].startswith("unreachable")
+            server.resume()
+            assert client.get("/api/ready").status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings, factory = migrated(tmp_path, "k")
+    with transaction(factory) as s:
+        create_user(s, "ann", "ann-password")
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def test_metrics_count_requests_by_route_and_read_jobs_from_the_database(
+    client: TestClient,
+) -> None:
+    auth = _token(client)
+    pid = client.post("/api/projects", json={"name": "p"}, headers=auth).json()["id"]
+    for _ in range(2):
+        client.get(f"/api/projects/{pid}", headers=auth)
+    assert (
+        client.post(f"/api/projects/{pid}/jobs", json={"kind": "verify"}, headers=auth).status_code
+        == 202
+    )
+    text = client.get("/metrics").text
+    route = 'route="/api/projects/{project_id}"'
+    assert f'winnow_http_requests_total{{method="GET",{route},status="200"}} 2.0' in text
+    assert f'winnow_http_request_seconds_bucket{{le="0.005",method="GET",{route}}}' in text
+    assert 'winnow_jobs{kind="verify",state="queued"} 1.0' in text
+    # No time series per raw path: ids stay out of the labels.
+    assert f'/api/projects/{pid}"' not in text
+
+
+def test_queue_depth_is_read_from_a_redis_broker(redis_server: RedisServer) -> None:
+    from core.metrics import queue_depths
+    from core.queue import enqueue
+
+    url = redis_server.url(7)
+    enqueue(url, "verify", 1)
+    enqueue(url, "train", 2)
+    assert queue_depths(url) == {"cpu": 1, "browser": 0, "gpu": 1}
+    assert queue_depths("sqla+sqlite:///x.sqlite") is None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.schemas import ClassIn, ProjectIn, QueryIn
-from core.tables import Image, ImageClass, Project, ProjectMember, Role, SearchQuery
+from core.schemas import ClassIn, MemberOut, ProjectIn, QueryIn
+from core.tables import Image, ImageClass, Project, ProjectMember, Role, SearchQuery, User
 
 
 def _query(q: QueryIn | str) -> SearchQuery:
@@ -67,3 +67,14 @@ def state_counts(session: Session, project_id: int) -> dict[str, int]:
         .group_by(Image.state)
     ).tuples()
     return {state.value: n for state, n in rows}
+
+
+def members(session: Session, project_id: int) -> list[MemberOut]:
+    """The project's members by user name, with their roles."""
+    rows = session.execute(
+        select(ProjectMember, User)
+        .join(User, User.id == ProjectMember.user_id)
+        .where(ProjectMember.project_id == project_id)
+        .order_by(User.username)
+    ).tuples()
+    return [MemberOut(username=u.username, user_id=u.id, role=m.role) for m, u in rows]

@@ -27,7 +27,7 @@ from core.images import ImageFilter, Sort, latest_scored_model, list_images
 from core.kinds import KINDS
 from core.model_version_schemas import ModelDetail
 from core.security import SESSION_COOKIE, SessionSigner
-from core.tables import ImageState, Job, JobStatus, ModelVersion, User
+from core.tables import ApiToken, ImageState, Job, JobStatus, ModelVersion, Role, User
 from web.forms import job_forms
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
@@ -180,3 +180,30 @@ def model_page(
     return _render(
         request, "model.html", access.user, access=access, project=access.project, model=detail
     )
+
+
+@router.get("/projects/{project_id}/members", response_class=HTMLResponse)
+def members_page(
+    project_id: RowId, request: Request, session: DbSession, access: PageAccess
+) -> Response:
+    """Who works on the project; owners invite by user name, change roles, remove."""
+    return _render(
+        request,
+        "members.html",
+        access.user,
+        access=access,
+        project=access.project,
+        members=projects.members(session, project_id),
+        roles=[role.value for role in Role],
+    )
+
+
+@router.get("/tokens", response_class=HTMLResponse)
+def tokens_page(request: Request, session: DbSession, user: PageUser) -> Response:
+    """The user's personal API tokens: create (shown once), list, revoke."""
+    if user is None:
+        raise LoginRequired()
+    tokens = session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+    ).all()
+    return _render(request, "tokens.html", user, tokens=tokens)

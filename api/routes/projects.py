@@ -61,13 +61,7 @@ def add_class(body: ClassIn, access: EditorAccess, session: DbSession) -> ImageC
 
 @router.get("/projects/{project_id}/members", response_model=list[MemberOut])
 def list_members(access: ProjectAccess, session: DbSession) -> list[MemberOut]:
-    rows = session.execute(
-        select(ProjectMember, User)
-        .join(User, User.id == ProjectMember.user_id)
-        .where(ProjectMember.project_id == access.project.id)
-        .order_by(User.username)
-    ).tuples()
-    return [MemberOut(username=u.username, user_id=u.id, role=m.role) for m, u in rows]
+    return projects.members(session, access.project.id)
 
 
 @router.put("/projects/{project_id}/members", response_model=MemberOut)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from core.ingest import Provenance, add_image
 from core.projects import create_project
 from core.schemas import ClassIn, ProjectIn
 from core.store import ImageStore
-from core.tables import Image, ImageState, LabelEvent
+from core.tables import Image, ImageState, LabelEvent, ProjectMember, Role, User
 from core.users import create_user
 from tests.conftest import migrated
 from tests.imagegen import picture
@@ -190,3 +191,34 @@ def test_api_docs_render_offline_and_pages_break_no_content_policy(site: Site, p
         page.goto(f"{site.url}{path}")
         page.wait_for_load_state("networkidle")
     assert violations == []
+
+
+def test_an_owner_shares_the_project_and_makes_a_token_in_the_browser(site: Site, page) -> None:
+    with transaction(site.factory) as s:
+        create_user(s, "bob", "bob-password")
+    page.goto(f"{site.url}/projects/{site.project_id}")
+    page.click("nav.tabs a:has-text('Members')")
+    page.fill("[data-member-invite] input[name=username]", "bob")
+    page.select_option("[data-member-invite] select[name=role]", "editor")
+    page.click("[data-member-invite] button")
+    page.wait_for_selector("tr[data-username=bob]")
+    page.select_option("tr[data-username=bob] select", "viewer")
+    page.wait_for_selector("#flash:has-text('bob is now viewer')")
+    with transaction(site.factory) as s:
+        bob = s.scalar(select(User).where(User.username == "bob"))
+        assert bob is not None
+        member = s.get(ProjectMember, (site.project_id, bob.id))
+        assert member is not None and member.role is Role.viewer
+
+    page.click("header a:has-text('Tokens')")
+    page.fill("[data-token-create] input[name=name]", "ci")
+    page.fill("[data-token-create] input[name=expires_in_days]", "30")
+    page.click("[data-token-create] button")
+    token = page.wait_for_selector("#new-token code").inner_text()
+    me = httpx.get(f"{site.url}/api/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.json()["username"] == "ann"
+    assert "ci" in page.inner_text("table.tokens")
+    page.click("table.tokens [data-token-revoke]")
+    page.wait_for_selector("table.tokens [data-token-revoke]", state="detached")
+    revoked = httpx.get(f"{site.url}/api/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert revoked.status_code == 401

@@ -207,3 +207,26 @@ def tokens_page(request: Request, session: DbSession, user: PageUser) -> Respons
         select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
     ).all()
     return _render(request, "tokens.html", user, tokens=tokens)
+
+
+@router.get("/projects/{project_id}/models/{model_id}/try", response_class=HTMLResponse)
+def predict_page(
+    project_id: RowId, model_id: RowId, request: Request, session: DbSession, access: PageAccess
+) -> Response:
+    """The lesson's last step: drop images, see what the model says; beside another
+    version of the same project for comparison. Calls the REST predict endpoint."""
+    version = load_version(session, project_id, model_id)
+    others = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.project_id == project_id, ModelVersion.id != model_id)
+        .order_by(ModelVersion.id.desc())
+    ).all()
+    return _render(
+        request,
+        "predict.html",
+        access.user,
+        access=access,
+        project=access.project,
+        model=version,
+        others=[v for v in others if v.files.get("onnx")],
+    )

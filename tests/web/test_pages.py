@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import threading
 import time
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
+from core.config import Settings
 from core.db import transaction
 from core.ingest import Provenance, add_image
 from core.projects import create_project
@@ -222,3 +224,38 @@ def test_an_owner_shares_the_project_and_makes_a_token_in_the_browser(site: Site
     page.wait_for_selector("table.tokens [data-token-revoke]", state="detached")
     revoked = httpx.get(f"{site.url}/api/users/me", headers={"Authorization": f"Bearer {token}"})
     assert revoked.status_code == 401
+
+
+@pytest.mark.slow
+def test_the_predict_page_shows_top_classes_for_two_models_side_by_side(
+    site: Site, page, tmp_path: Path
+) -> None:
+    from tests.workers.training.conftest import add_labelled, synth_jpeg
+    from workers.runner import local_job
+    from workers.train import train_job
+
+    settings = Settings(data_dir=tmp_path, secret_key="k")
+    add_labelled(site.factory, ImageStore(tmp_path / "images"), site.project_id, 8, ("red", "blue"))
+    params = {"pretrained": False, "image_size": 32, "batch_size": 8, "epochs": 1, "lr": 5e-3}
+    first, second = (
+        train_job(local_job(site.factory, settings, site.project_id, "train", params))[
+            "model_version_id"
+        ]
+        for _ in range(2)
+    )
+    picture_file = tmp_path / "bear.jpg"
+    picture_file.write_bytes(synth_jpeg(0, random.Random(3), 48))
+
+    page.goto(f"{site.url}/projects/{site.project_id}/models/{second}")
+    page.click("a:has-text('Try it on your images')")
+    page.set_input_files("[data-predict] input[type=file]", str(picture_file))
+    page.select_option("[data-predict] select[name=compare]", str(first))
+    page.click("[data-predict] button")
+    page.wait_for_selector("figure.predicted .prediction >> nth=1")
+    columns = page.locator("figure.predicted .prediction")
+    assert columns.nth(0).locator("h3").inner_text() == f"model {second}"
+    assert columns.nth(1).locator("h3").inner_text() == f"model {first}"
+    for n in range(2):
+        labels = columns.nth(n).locator(".class span:first-child").all_inner_texts()
+        assert sorted(labels) == ["blue", "red"]
+    page.screenshot(path=str(tmp_path / "predict.png"))

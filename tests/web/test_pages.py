@@ -259,3 +259,37 @@ def test_the_predict_page_shows_top_classes_for_two_models_side_by_side(
         labels = columns.nth(n).locator(".class span:first-child").all_inner_texts()
         assert sorted(labels) == ["blue", "red"]
     page.screenshot(path=str(tmp_path / "predict.png"))
+
+
+def test_bulk_relabel_by_keyboard_reports_the_tile_someone_else_changed(site: Site, page) -> None:
+    page.goto(f"{site.url}/projects/{site.project_id}/review?state=ok&sort=id")
+    page.wait_for_selector(".tile.selected")
+    first, second, third = site.image_ids[:3]
+    for _ in range(3):  # mark three tiles with x, moving right
+        page.keyboard.press("x")
+        page.keyboard.press("ArrowRight")
+    assert page.locator(".tile.marked").count() == 3
+    assert "3 marked" in page.inner_text("#marks")
+    with transaction(site.factory) as s:  # another reviewer deletes the second meanwhile
+        image = s.get(Image, second)
+        assert image is not None
+        image.state = ImageState.deleted
+    page.keyboard.press("2")  # relabel every marked image as blue
+    page.wait_for_selector(f'.tile[data-id="{second}"].conflict')
+    assert "2 changed; 1 changed by someone else" in page.inner_text("#flash")
+    blue = _image(site, first).label_id
+    assert blue is not None and _image(site, third).label_id == blue
+    assert _image(site, second).label_id != blue
+    assert page.locator(".tile.marked").count() == 1  # the conflict stays marked
+
+    page.keyboard.press("Escape")
+    page.keyboard.press("a")  # the whole page, then keep
+    assert page.locator(".tile.marked").count() == len(site.image_ids)
+    page.keyboard.press("k")
+    page.wait_for_selector(".tile.marked", state="detached")
+    with transaction(site.factory) as s:
+        kept = s.scalars(select(LabelEvent.image_id).where(LabelEvent.action == "keep")).all()
+        sources = set(s.scalars(select(LabelEvent.source)).all())
+    # The conflicting tile now shows the other reviewer's version, so keeping it applies.
+    assert sorted(kept) == sorted(site.image_ids)
+    assert sources == {"bulk"}

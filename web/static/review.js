@@ -12,6 +12,44 @@
   const undoStack = [];
   let current = 0;
   let lastEvent = null;
+  // Tiles marked for one bulk action: shift-click marks a range, ctrl-click or x one tile,
+  // a every tile of the page, Escape none.
+  const marked = () => tiles().filter((t) => t.classList.contains("marked"));
+  const mark = (tile, on) => tile.classList.toggle("marked", on);
+
+  function showMarks() {
+    const n = marked().length;
+    const bar = document.getElementById("marks");
+    if (bar) bar.textContent = n ? `${n} marked: a key now acts on all of them (Escape clears)` : "";
+  }
+
+  async function bulk(body) {
+    const chosen = marked();
+    try {
+      const result = await winnow.api("POST", `/api/projects/${project}/images/bulk`, {
+        ...body,
+        images: chosen.map((t) => ({ id: Number(t.dataset.id), version: Number(t.dataset.version) })),
+      });
+      for (const image of result.changed) {
+        const tile = grid.querySelector(`.tile[data-id="${image.id}"]`);
+        if (tile) { render(tile, image); tile.classList.add("done"); mark(tile, false); }
+      }
+      for (const id of result.conflicts) {
+        const tile = grid.querySelector(`.tile[data-id="${id}"]`);
+        if (!tile) continue;
+        render(tile, await winnow.api("GET", `/api/projects/${project}/images/${id}`));
+        tile.classList.add("conflict");
+      }
+      const conflicts = result.conflicts.length;
+      winnow.flash(
+        `${result.changed.length} changed` +
+          (conflicts ? `; ${conflicts} changed by someone else meanwhile (still marked, shown as now)` : "") +
+          ". Undo from History.",
+        conflicts ? "error" : "info",
+      );
+    } catch (error) { winnow.flash(error.message, "error"); }
+    showMarks();
+  }
 
   function select(index) {
     const all = tiles();
@@ -32,7 +70,8 @@
 
   function render(tile, image) {
     tile.dataset.version = image.version;
-    tile.className = `tile state-${image.state}` + (tile.classList.contains("selected") ? " selected" : "");
+    const kept = ["selected", "marked"].filter((c) => tile.classList.contains(c));
+    tile.className = [`tile state-${image.state}`, ...kept].join(" ");
     tile.querySelector(".label").textContent = image.label || "—";
     tile.querySelector(".state").textContent = image.state + (image.reject_reason ? `: ${image.reject_reason}` : "");
   }
@@ -101,7 +140,17 @@
 
   grid.addEventListener("click", (event) => {
     const tile = event.target.closest(".tile");
-    if (tile) select(tiles().indexOf(tile));
+    if (!tile) return;
+    const all = tiles();
+    const index = all.indexOf(tile);
+    if (event.shiftKey) {
+      const [from, to] = [Math.min(current, index), Math.max(current, index)];
+      all.slice(from, to + 1).forEach((t) => mark(t, true));
+    } else if (event.ctrlKey || event.metaKey) {
+      mark(tile, !tile.classList.contains("marked"));
+    }
+    select(index);
+    showMarks();
   });
 
   document.addEventListener("keydown", async (event) => {
@@ -111,6 +160,9 @@
     const key = event.key;
     const step = { ArrowRight: 1, l: 1, ArrowLeft: -1, h: -1, ArrowDown: columns(), j: columns(), ArrowUp: -columns() };
     if (key in step) { event.preventDefault(); select(current + step[key]); return; }
+    if (key === "Escape") { tiles().forEach((t) => mark(t, false)); showMarks(); return; }
+    if (key === "x" && tile) { mark(tile, !tile.classList.contains("marked")); showMarks(); return; }
+    if (key === "a") { event.preventDefault(); tiles().forEach((t) => mark(t, true)); showMarks(); return; }
     if (key === "n") { document.getElementById("next-page")?.click(); return; }
     if (key === "p") { document.getElementById("prev-page")?.click(); return; }
     if (key === "o" && tile) {
@@ -131,6 +183,7 @@
       if (name !== undefined) body = { action: "relabel", label: name };
     }
     if (body === null) return;
+    if (marked().length) { await bulk(body); return; }
     // Move on at once, so that the next key acts on the next image however fast it comes;
     // if this change fails, the selection comes back to its tile (unless the reviewer moved).
     const index = current;

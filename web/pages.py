@@ -24,7 +24,7 @@ from api.deps import (
 )
 from core import projects
 from core.images import ImageFilter, Sort, latest_scored_model, list_images
-from core.kinds import KINDS
+from core.kinds import KINDS, JobKindName
 from core.model_version_schemas import ModelDetail
 from core.security import SESSION_COOKIE, SessionSigner
 from core.tables import ApiToken, ImageState, Job, JobStatus, ModelVersion, Role, User
@@ -93,6 +93,17 @@ def project_page(
         .where(ModelVersion.project_id == project_id)
         .order_by(ModelVersion.id.desc())
     ).all()
+    # The newest learning-rate sweep is shown in place, with its suggestion marked.
+    lr_find = session.scalar(
+        select(Job)
+        .where(
+            Job.project_id == project_id,
+            Job.kind == JobKindName.lr_find,
+            Job.status == JobStatus.succeeded,
+        )
+        .order_by(Job.id.desc())
+        .limit(1)
+    )
     return _render(
         request,
         "project.html",
@@ -102,6 +113,7 @@ def project_page(
         counts=projects.state_counts(session, project_id),
         models=models,
         job_forms=job_forms(),
+        lr_find=lr_find,
     )
 
 

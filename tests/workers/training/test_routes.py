@@ -98,6 +98,9 @@ def test_models_over_rest(
         plot = client.get(url)
         assert plot.status_code == 200 and plot.headers["content-type"].startswith("image/svg")
         ET.fromstring(plot.text)
+    # The project page shows the newest sweep in place, with its suggestions.
+    project_page = client.get(f"/projects/{project_id}").text
+    assert f"/jobs/{lr_ctx.job_id}/lr_find.svg" in project_page and "Suggested:" in project_page
 
     rng = random.Random(5)
     upload = [("files", (f"{n}.jpg", synth_jpeg(n % 2, rng, 40), "image/jpeg")) for n in range(3)]

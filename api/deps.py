@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Response, status
@@ -55,8 +56,22 @@ def _user_from_token(session: Session, header: str) -> User | None:
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token.strip())))
     if row is None:
         return None
-    row.last_used_at = utcnow()
+    _touch_token(row)
     return row.user
+
+
+# Writing last_used_at on every request made every read a write transaction (row locks on
+# Postgres, the one write lock on SQLite); to the minute is all an owner needs to know.
+TOKEN_TOUCH_EVERY = timedelta(minutes=1)
+
+
+def _touch_token(row: ApiToken) -> None:
+    now = utcnow()
+    last = row.last_used_at
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=now.tzinfo)
+    if last is None or now - last >= TOKEN_TOUCH_EVERY:
+        row.last_used_at = now
 
 
 def optional_user(request: Request, session: DbSession) -> User | None:

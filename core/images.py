@@ -31,7 +31,7 @@ def latest_scored_model(session: Session, project_id: int) -> tuple[int, str] | 
         select(ImageScore.model_version_id, ImageScore.method)
         .join(ModelVersion, ModelVersion.id == ImageScore.model_version_id)
         .where(ModelVersion.project_id == project_id)
-        .group_by(ImageScore.model_version_id, ImageScore.method)
+        # No GROUP BY: the first row in index order answers, without reading every score.
         .order_by(ImageScore.model_version_id.desc(), ImageScore.method.desc())
         .limit(1)
     ).first()
@@ -52,6 +52,20 @@ def list_images(
         if found:
             flt.model_version_id = found[0]
             flt.method = flt.method or found[1]
+    conds: list[ColumnElement[bool]] = [Image.project_id == project_id]
+    if flt.state is not None:
+        conds.append(Image.state == flt.state)
+    if flt.label_id is not None:
+        conds.append(Image.label_id == flt.label_id)
+    if flt.unlabelled:
+        conds.append(Image.label_id.is_(None))
+    if flt.duplicates:
+        conds.append(
+            or_(Image.duplicate_of_id.is_not(None), cast(Image.other_label_ids, String) != "[]")
+        )
+    # The outer joins below match at most one row each (primary keys; one score per model,
+    # image and method), so they cannot change the count: count the filtered images alone.
+    total = session.scalar(select(func.count(Image.id)).where(*conds)) or 0
     label = aliased(ImageClass)
     predicted = aliased(ImageClass)
     stmt = (
@@ -67,19 +81,8 @@ def list_images(
             ),
         )
         .outerjoin(predicted, predicted.id == ImageScore.predicted_id)
-        .where(Image.project_id == project_id)
+        .where(*conds)
     )
-    if flt.state is not None:
-        stmt = stmt.where(Image.state == flt.state)
-    if flt.label_id is not None:
-        stmt = stmt.where(Image.label_id == flt.label_id)
-    if flt.unlabelled:
-        stmt = stmt.where(Image.label_id.is_(None))
-    if flt.duplicates:
-        stmt = stmt.where(
-            or_(Image.duplicate_of_id.is_not(None), cast(Image.other_label_ids, String) != "[]")
-        )
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     order: dict[str, tuple[ColumnElement[Any], ...]] = {
         "id": (Image.id.asc(),),
         "-id": (Image.id.desc(),),

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.db import make_engine, make_session_factory, transaction  # noqa: E402
+from core.db import make_engine, make_session_factory, refresh_statistics, transaction  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
 from core.projects import create_project  # noqa: E402
 from core.schemas import ClassIn, ProjectIn  # noqa: E402
@@ -105,6 +105,10 @@ def seed_winnow(db_url: str, images: int, clients: int) -> tuple[int, list[str]]
                 ApiToken(user_id=user.id, name="load", token_hash=token_digest(token), prefix="x")
             )
             tokens.append(token)
+        session.flush()
+        # As a rank job does after writing its scores; imports grow the images table
+        # gradually, so autovacuum keeps its statistics.
+        refresh_statistics(session, Image.__tablename__, ImageScore.__tablename__)
         project_id = project.id
     engine.dispose()
     return project_id, tokens
@@ -212,20 +216,19 @@ class Target:
 def run_mix(
     target: Target, tokens: list[str], ids: list[int], relabels: int, pages: int, limit_s: float
 ) -> Stats:
-    """Each client relabels its own share of distinct images (version 1, as loaded) and reads
-    a review page after every relabels/pages of them."""
+    """Each client relabels its own share of distinct images with the version they were
+    seeded at (1, what a page showed) and reads review pages in between."""
     stats = Stats()
     clients = len(tokens)
     chosen = ids[:relabels]
-    every = max(1, relabels // pages)
     deadline = time.monotonic() + limit_s
-    pages_left = [pages]
+    done = [0, 0]  # relabels, pages
 
     def client(n: int) -> None:
         rng = random.Random(n)
         headers = {"Authorization": f"Bearer {tokens[n]}"}
         with httpx.Client(base_url=target.base, headers=headers, timeout=60) as http:
-            for k, image_id in enumerate(chosen[n::clients]):
+            for image_id in chosen[n::clients]:
                 if time.monotonic() > deadline:
                     return
                 t = time.perf_counter()
@@ -235,9 +238,11 @@ def run_mix(
                     stats.relabel_ms.append(ms)
                     if r.status_code != 200:
                         stats.errors.append(f"relabel {r.status_code} {r.text[:200]}")
-                    take = k % every == every - 1 and pages_left[0] > 0
+                    # A page after every relabels/pages relabels, counted over all clients.
+                    done[0] += 1
+                    take = done[1] * relabels < done[0] * pages
                     if take:
-                        pages_left[0] -= 1
+                        done[1] += 1
                 if take:
                     offset = rng.randrange(0, 100) * 100
                     t = time.perf_counter()

@@ -66,22 +66,11 @@ def list_images(
     # The outer joins below match at most one row each (primary keys; one score per model,
     # image and method), so they cannot change the count: count the filtered images alone.
     total = session.scalar(select(func.count(Image.id)).where(*conds)) or 0
-    label = aliased(ImageClass)
-    predicted = aliased(ImageClass)
-    stmt = (
-        select(Image, label.name, ImageScore.loss, predicted.name, ImageScore.probability)
-        .outerjoin(label, label.id == Image.label_id)
-        # With no model chosen the score join matches nothing and the score columns are null.
-        .outerjoin(
-            ImageScore,
-            and_(
-                ImageScore.image_id == Image.id,
-                ImageScore.model_version_id == (flt.model_version_id or -1),
-                ImageScore.method == (flt.method or "in_sample"),
-            ),
-        )
-        .outerjoin(predicted, predicted.id == ImageScore.predicted_id)
-        .where(*conds)
+    # With no model chosen the score join matches nothing and the score columns are null.
+    scored = and_(
+        ImageScore.image_id == Image.id,
+        ImageScore.model_version_id == (flt.model_version_id or -1),
+        ImageScore.method == (flt.method or "in_sample"),
     )
     order: dict[str, tuple[ColumnElement[Any], ...]] = {
         "id": (Image.id.asc(),),
@@ -89,7 +78,28 @@ def list_images(
         "loss": (ImageScore.loss.is_(None), ImageScore.loss.asc(), Image.id.asc()),
         "-loss": (ImageScore.loss.is_(None), ImageScore.loss.desc(), Image.id.asc()),
     }
-    rows = session.execute(stmt.order_by(*order[sort]).limit(limit).offset(offset)).tuples()
+    # Sort narrow rows (id and loss) to find the page, then read the page's full rows: sorting
+    # 10,000 whole image rows for 100 of them was most of a review page's time.
+    page = (
+        select(Image.id)
+        .outerjoin(ImageScore, scored)
+        .where(*conds)
+        .order_by(*order[sort])
+        .limit(limit)
+        .offset(offset)
+        .subquery()
+    )
+    label = aliased(ImageClass)
+    predicted = aliased(ImageClass)
+    stmt = (
+        select(Image, label.name, ImageScore.loss, predicted.name, ImageScore.probability)
+        .join(page, page.c.id == Image.id)
+        .outerjoin(label, label.id == Image.label_id)
+        .outerjoin(ImageScore, scored)
+        .outerjoin(predicted, predicted.id == ImageScore.predicted_id)
+        .order_by(*order[sort])
+    )
+    rows = session.execute(stmt).tuples()
     items = []
     for image, label_name, loss, pred_name, prob in rows:
         out = ImageOut.model_validate(image)

@@ -83,6 +83,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host or settings.host,
             port=args.port or settings.port,
             log_level="info",
+            # Sync routes share one GIL per process: more processes use more cores. They
+            # must share WINNOW_SECRET_KEY (or the data directory's generated key).
+            workers=args.workers,
         )
     except (_Stopped, KeyboardInterrupt):
         pass
@@ -172,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--no-worker", action="store_true", help="run the API alone")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="API processes (several for Postgres deployments)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run a Celery worker")

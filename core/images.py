@@ -31,7 +31,7 @@ def latest_scored_model(session: Session, project_id: int) -> tuple[int, str] | 
         select(ImageScore.model_version_id, ImageScore.method)
         .join(ModelVersion, ModelVersion.id == ImageScore.model_version_id)
         .where(ModelVersion.project_id == project_id)
-        .group_by(ImageScore.model_version_id, ImageScore.method)
+        # No GROUP BY: the first row in index order answers, without reading every score.
         .order_by(ImageScore.model_version_id.desc(), ImageScore.method.desc())
         .limit(1)
     ).first()
@@ -52,41 +52,54 @@ def list_images(
         if found:
             flt.model_version_id = found[0]
             flt.method = flt.method or found[1]
-    label = aliased(ImageClass)
-    predicted = aliased(ImageClass)
-    stmt = (
-        select(Image, label.name, ImageScore.loss, predicted.name, ImageScore.probability)
-        .outerjoin(label, label.id == Image.label_id)
-        # With no model chosen the score join matches nothing and the score columns are null.
-        .outerjoin(
-            ImageScore,
-            and_(
-                ImageScore.image_id == Image.id,
-                ImageScore.model_version_id == (flt.model_version_id or -1),
-                ImageScore.method == (flt.method or "in_sample"),
-            ),
-        )
-        .outerjoin(predicted, predicted.id == ImageScore.predicted_id)
-        .where(Image.project_id == project_id)
-    )
+    conds: list[ColumnElement[bool]] = [Image.project_id == project_id]
     if flt.state is not None:
-        stmt = stmt.where(Image.state == flt.state)
+        conds.append(Image.state == flt.state)
     if flt.label_id is not None:
-        stmt = stmt.where(Image.label_id == flt.label_id)
+        conds.append(Image.label_id == flt.label_id)
     if flt.unlabelled:
-        stmt = stmt.where(Image.label_id.is_(None))
+        conds.append(Image.label_id.is_(None))
     if flt.duplicates:
-        stmt = stmt.where(
+        conds.append(
             or_(Image.duplicate_of_id.is_not(None), cast(Image.other_label_ids, String) != "[]")
         )
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    # The outer joins below match at most one row each (primary keys; one score per model,
+    # image and method), so they cannot change the count: count the filtered images alone.
+    total = session.scalar(select(func.count(Image.id)).where(*conds)) or 0
+    # With no model chosen the score join matches nothing and the score columns are null.
+    scored = and_(
+        ImageScore.image_id == Image.id,
+        ImageScore.model_version_id == (flt.model_version_id or -1),
+        ImageScore.method == (flt.method or "in_sample"),
+    )
     order: dict[str, tuple[ColumnElement[Any], ...]] = {
         "id": (Image.id.asc(),),
         "-id": (Image.id.desc(),),
         "loss": (ImageScore.loss.is_(None), ImageScore.loss.asc(), Image.id.asc()),
         "-loss": (ImageScore.loss.is_(None), ImageScore.loss.desc(), Image.id.asc()),
     }
-    rows = session.execute(stmt.order_by(*order[sort]).limit(limit).offset(offset)).tuples()
+    # Sort narrow rows (id and loss) to find the page, then read the page's full rows: sorting
+    # 10,000 whole image rows for 100 of them was most of a review page's time.
+    page = (
+        select(Image.id)
+        .outerjoin(ImageScore, scored)
+        .where(*conds)
+        .order_by(*order[sort])
+        .limit(limit)
+        .offset(offset)
+        .subquery()
+    )
+    label = aliased(ImageClass)
+    predicted = aliased(ImageClass)
+    stmt = (
+        select(Image, label.name, ImageScore.loss, predicted.name, ImageScore.probability)
+        .join(page, page.c.id == Image.id)
+        .outerjoin(label, label.id == Image.label_id)
+        .outerjoin(ImageScore, scored)
+        .outerjoin(predicted, predicted.id == ImageScore.predicted_id)
+        .order_by(*order[sort])
+    )
+    rows = session.execute(stmt).tuples()
     items = []
     for image, label_name, loss, pred_name, prob in rows:
         out = ImageOut.model_validate(image)

@@ -27,8 +27,8 @@ def check(url: str) -> None:
     command.check(alembic_config(url))
 
 
-def pending(url: str) -> list[str]:
-    """Revisions the database at ``url`` lacks (empty when it is at head)."""
+def revisions(url: str) -> tuple[list[str], list[str]]:
+    """(the database's revisions, the migrations' heads): equal when it is at head."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine
@@ -37,10 +37,7 @@ def pending(url: str) -> list[str]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            current = set(MigrationContext.configure(conn).get_current_heads())
+            current = sorted(MigrationContext.configure(conn).get_current_heads())
     finally:
         engine.dispose()
-    heads = set(script.get_heads())
-    if current == heads:
-        return []
-    return sorted(heads - current) or sorted(current)
+    return current, sorted(script.get_heads())

@@ -363,7 +363,11 @@ class ModelVersion(Base):
 
 class ImageScore(Base):
     __tablename__ = "image_scores"
-    __table_args__ = (UniqueConstraint("model_version_id", "image_id", "method"),)
+    __table_args__ = (
+        UniqueConstraint("model_version_id", "image_id", "method"),
+        # The review queue: one model's scores by loss, the worst first.
+        Index("ix_image_scores_review", "model_version_id", "method", "loss"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model_version_id: Mapped[int] = mapped_column(

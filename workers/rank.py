@@ -22,6 +22,7 @@ from sqlalchemy import delete, select
 from torch import nn
 from torchvision import models
 
+from core.db import refresh_statistics
 from core.params import RankParams
 from core.tables import ImageScore, ModelVersion
 from workers.runner import JobContext
@@ -128,6 +129,8 @@ def _store(
             )
             for (image_id, loss, guess, prob), label in zip(scores, labels, strict=True)
         )
+        s.flush()
+        refresh_statistics(s, ImageScore.__tablename__)
 
 
 def rank_job(ctx: JobContext) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from core.migrate import pending
+from core.migrate import revisions
 
 router = APIRouter(tags=["health"])
 
@@ -31,8 +31,12 @@ def _readiness(request: Request) -> Readiness:
         with request.app.state.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
-        missing = pending(settings.db_url)
-        checks["migrations"] = "at head" if not missing else f"missing {', '.join(missing)}"
+        current, heads = revisions(settings.db_url)
+        checks["migrations"] = (
+            "at head"
+            if current == heads
+            else f"at {', '.join(current) or 'nothing'}; head is {', '.join(heads)}"
+        )
     except Exception as exc:
         checks["database"] = f"unreachable ({type(exc).__name__})"
         checks["migrations"] = "unknown"

@@ -67,9 +67,10 @@ def test_a_disabled_account_takes_as_long_as_a_wrong_password(
         return time.perf_counter() - started
 
     wrong = min(seconds("ann", f"wrong-{n}") for n in range(2))
-    disabled = min(seconds("off", "off-password") for _ in range(2))
-    # Both verify one argon2 hash; without it the disabled answer came back far sooner.
-    assert disabled > 0.5 * wrong
+    disabled = min(seconds("off", "off-password") for _ in range(3))
+    # Both verify one argon2 hash (tens of ms); without it the disabled answer came back in
+    # about a millisecond. The margin leaves room for a busy machine.
+    assert disabled > 0.3 * wrong
 
 
 def test_a_login_posted_from_another_site_is_refused(

@@ -1,0 +1,409 @@
+"""Many people cleaning at once: relabel and review-page latency under concurrent load.
+
+16 clients, each with its own API token, relabel distinct images (sending the version they
+loaded) and read review pages of 100 tiles sorted by loss: 1,000 relabels and 200 pages in
+all, on a project of 10,000 images with scores. Three servers, one after the other:
+
+- Winnow on Postgres + Redis (the deployment shape): `winnow serve --no-worker --workers 2`.
+- Winnow embedded: SQLite, `winnow serve --no-worker` (one process, as `serve` runs it).
+- The anchor: a minimal FastAPI + SQLAlchemy app of this file, two uvicorn processes on the
+  same Postgres, doing the same read-check-update-insert transaction per relabel (primary-key
+  read, version check, update, insert of an event row) and a page of 100 rows sorted by loss.
+
+The rows are made directly with the core functions (no thumbnails: the REST mix never reads
+them). Run from the repository root: ``.venv/bin/python bench/api_load.py``. The last line is
+``RESULT api_load winnow=<relabel req/s> anchor=<req/s> unit=req/s ratio=<w/a> ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.db import make_engine, make_session_factory, refresh_statistics, transaction  # noqa: E402
+from core.migrate import upgrade  # noqa: E402
+from core.projects import create_project  # noqa: E402
+from core.schemas import ClassIn, ProjectIn  # noqa: E402
+from core.security import new_api_token, token_digest  # noqa: E402
+from core.tables import (  # noqa: E402
+    ApiToken,
+    Image,
+    ImageScore,
+    ImageState,
+    ModelVersion,
+    ProjectMember,
+    Role,
+)
+from core.users import create_user  # noqa: E402
+from tests.services import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
+
+CLASSES = ["grizzly", "black", "teddy"]
+
+
+def seed_winnow(db_url: str, images: int, clients: int) -> tuple[int, list[str]]:
+    """A project of scored images and one editor with a token per client."""
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    factory = make_session_factory(engine)
+    rng = random.Random(0)
+    with transaction(factory) as session:
+        owner = create_user(session, "owner", "owner-password-1")
+        project = create_project(
+            session, ProjectIn(name="bears", classes=[ClassIn(name=c) for c in CLASSES]), owner.id
+        )
+        session.flush()
+        class_ids = [c.id for c in project.classes]
+        rows = [
+            Image(
+                project_id=project.id,
+                sha256=f"{i:064x}",
+                state=ImageState.ok,
+                label_id=class_ids[i % len(class_ids)],
+                filename=f"{i}.jpg",
+                width=320,
+                height=240,
+            )
+            for i in range(images)
+        ]
+        session.add_all(rows)
+        model = ModelVersion(project_id=project.id, arch="resnet18", classes=CLASSES)
+        session.add(model)
+        session.flush()
+        session.add_all(
+            ImageScore(
+                model_version_id=model.id,
+                image_id=row.id,
+                method="in_sample",
+                loss=rng.expovariate(1.0),
+                label_id=row.label_id,
+                predicted_id=rng.choice(class_ids),
+                probability=rng.random(),
+            )
+            for row in rows
+        )
+        tokens = []
+        for n in range(clients):
+            user = create_user(session, f"cleaner{n}", "cleaner-password-1")
+            session.add(ProjectMember(project_id=project.id, user_id=user.id, role=Role.editor))
+            token = new_api_token()
+            session.add(
+                ApiToken(user_id=user.id, name="load", token_hash=token_digest(token), prefix="x")
+            )
+            tokens.append(token)
+        session.flush()
+        # As a rank job does after writing its scores; imports grow the images table
+        # gradually, so autovacuum keeps its statistics.
+        refresh_statistics(session, Image.__tablename__, ImageScore.__tablename__)
+        project_id = project.id
+    engine.dispose()
+    return project_id, tokens
+
+
+ANCHOR_SCHEMA = """
+CREATE TABLE items (id serial PRIMARY KEY, label integer NOT NULL, version integer NOT NULL,
+                    loss double precision NOT NULL);
+CREATE INDEX items_loss ON items (loss);
+CREATE TABLE events (id serial PRIMARY KEY, item_id integer NOT NULL REFERENCES items(id),
+                     old_label integer, new_label integer, created_at timestamptz DEFAULT now());
+"""
+
+
+def seed_anchor(db_url: str, images: int) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    rng = random.Random(0)
+    with engine.begin() as conn:
+        for stmt in ANCHOR_SCHEMA.split(";"):
+            if stmt.strip():
+                conn.execute(text(stmt))
+        conn.execute(
+            text("INSERT INTO items (label, version, loss) VALUES (:l, 1, :s)"),
+            [{"l": i % 3, "s": rng.expovariate(1.0)} for i in range(images)],
+        )
+    engine.dispose()
+
+
+def anchor_app() -> Any:
+    """The minimal app: one transaction per relabel, a sorted page of 100 rows per read."""
+    from fastapi import FastAPI, HTTPException
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(os.environ["ANCHOR_DB"], pool_size=20, max_overflow=20)
+    app = FastAPI()
+
+    @app.patch("/items/{item_id}")
+    def relabel(item_id: int, body: Patch) -> dict[str, int]:
+        with engine.begin() as conn:
+            row = conn.execute(
+                text("SELECT label, version FROM items WHERE id = :i"), {"i": item_id}
+            ).one()
+            if row.version != body.version:
+                raise HTTPException(409, "stale")
+            conn.execute(
+                text("UPDATE items SET label = :l, version = version + 1 WHERE id = :i"),
+                {"l": body.label, "i": item_id},
+            )
+            conn.execute(
+                text("INSERT INTO events (item_id, old_label, new_label) VALUES (:i, :o, :n)"),
+                {"i": item_id, "o": row.label, "n": body.label},
+            )
+        return {"id": item_id, "version": body.version + 1}
+
+    @app.get("/items")
+    def page(offset: int = 0) -> list[dict[str, Any]]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT * FROM items ORDER BY loss DESC, id LIMIT 100 OFFSET :o"),
+                {"o": offset},
+            )
+            return [dict(r._mapping) for r in rows]
+
+    return app
+
+
+class Patch(BaseModel):
+    """The anchor's relabel body."""
+
+    version: int
+    label: int
+
+
+@dataclass
+class Stats:
+    relabel_ms: list[float] = field(default_factory=list)
+    page_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def relabel_rate(self) -> float:
+        return len(self.relabel_ms) / self.wall_s
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+@dataclass
+class Target:
+    base: str
+    relabel_path: str  # with {id}
+    page_path: str  # with {offset}
+    body: Any  # (image number) -> JSON body
+
+    def relabel_body(self, n: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.body(n)
+        return result
+
+
+def run_mix(
+    target: Target, tokens: list[str], ids: list[int], relabels: int, pages: int, limit_s: float
+) -> Stats:
+    """Each client relabels its own share of distinct images with the version they were
+    seeded at (1, what a page showed) and reads review pages in between."""
+    stats = Stats()
+    clients = len(tokens)
+    chosen = ids[:relabels]
+    deadline = time.monotonic() + limit_s
+    done = [0, 0]  # relabels, pages
+
+    def client(n: int) -> None:
+        rng = random.Random(n)
+        headers = {"Authorization": f"Bearer {tokens[n]}"}
+        with httpx.Client(base_url=target.base, headers=headers, timeout=60) as http:
+            for image_id in chosen[n::clients]:
+                if time.monotonic() > deadline:
+                    return
+                t = time.perf_counter()
+                r = http.patch(target.relabel_path.format(id=image_id), json=target.body(image_id))
+                ms = (time.perf_counter() - t) * 1000
+                with stats.lock:
+                    stats.relabel_ms.append(ms)
+                    if r.status_code != 200:
+                        stats.errors.append(f"relabel {r.status_code} {r.text[:200]}")
+                    # A page after every relabels/pages relabels, counted over all clients.
+                    done[0] += 1
+                    take = done[1] * relabels < done[0] * pages
+                    if take:
+                        done[1] += 1
+                if take:
+                    offset = rng.randrange(0, 100) * 100
+                    t = time.perf_counter()
+                    r = http.get(target.page_path.format(offset=offset))
+                    ms = (time.perf_counter() - t) * 1000
+                    with stats.lock:
+                        stats.page_ms.append(ms)
+                        if r.status_code != 200:
+                            stats.errors.append(f"page {r.status_code} {r.text[:200]}")
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    stats.wall_s = time.perf_counter() - start
+    return stats
+
+
+def serve(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    wait_for_port(port, timeout=120, proc=proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def winnow_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WINNOW_")}
+    return {
+        **env,
+        "PYTHONPATH": str(ROOT),
+        "WINNOW_DATA_DIR": str(data_dir),
+        "WINNOW_SECRET_KEY": "bench-secret-key",
+        **extra,
+    }
+
+
+def winnow_target(port: int, project_id: int) -> Target:
+    base = f"http://127.0.0.1:{port}/api/projects/{project_id}"
+    return Target(
+        base=base,
+        relabel_path="/images/{id}",
+        page_path="/images?sort=-loss&limit=100&offset={offset}",
+        body=lambda n: {"version": 1, "label": CLASSES[(n + 1) % len(CLASSES)]},
+    )
+
+
+def report(name: str, stats: Stats) -> None:
+    print(
+        f"{name}: {len(stats.relabel_ms)} relabels, {len(stats.page_ms)} pages in "
+        f"{stats.wall_s:.1f} s = {stats.relabel_rate():.0f} relabels/s; relabel p50 "
+        f"{pct(stats.relabel_ms, 0.5):.0f} ms p99 {pct(stats.relabel_ms, 0.99):.0f} ms max "
+        f"{max(stats.relabel_ms, default=0):.0f} ms; page p50 {pct(stats.page_ms, 0.5):.0f} ms "
+        f"p99 {pct(stats.page_ms, 0.99):.0f} ms; errors {len(stats.errors)}",
+        flush=True,
+    )
+    for err in stats.errors[:5]:
+        print("  ", err)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--relabels", type=int, default=1_000)
+    parser.add_argument("--pages", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2, help="API processes on Postgres")
+    parser.add_argument("--limit-s", type=float, default=90.0, help="time bound per server")
+    args = parser.parse_args()
+    print(f"load before: {os.getloadavg()}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="winnow-api-load-"))
+    postgres, redis = PostgresServer(), RedisServer()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        run = dict(relabels=args.relabels, pages=args.pages, limit_s=args.limit_s)
+        # Winnow on Postgres + Redis.
+        pg_url = postgres.create_database()
+        pid, tokens = seed_winnow(pg_url, args.images, args.clients)
+        port = free_port()
+        env = winnow_env(work / "pg", WINNOW_DATABASE_URL=pg_url, WINNOW_BROKER_URL=redis.url())
+        serve_argv = [sys.executable, "-m", "api.cli", "serve", "--no-worker", "--port"]
+        proc = serve(
+            [*serve_argv, str(port), "--workers", str(args.workers)], env, port, work / "pg.log"
+        )
+        procs.append(proc)
+        ids = list(range(1, args.images + 1))
+        random.Random(1).shuffle(ids)
+        pg = run_mix(winnow_target(port, pid), tokens, ids, **run)
+        report("winnow postgres", pg)
+        stop(procs.pop())
+        # Winnow embedded: SQLite, one process.
+        sqlite_dir = work / "sqlite"
+        sqlite_dir.mkdir()
+        sqlite_url = f"sqlite:///{sqlite_dir / 'winnow.db'}"
+        pid, tokens = seed_winnow(sqlite_url, args.images, args.clients)
+        port = free_port()
+        env = winnow_env(sqlite_dir, WINNOW_DATABASE_URL=sqlite_url)
+        proc = serve([*serve_argv, str(port)], env, port, work / "sq.log")
+        procs.append(proc)
+        lite = run_mix(winnow_target(port, pid), tokens, ids, **run)
+        report("winnow sqlite", lite)
+        stop(procs.pop())
+        # The anchor on the same Postgres.
+        anchor_url = postgres.create_database()
+        seed_anchor(anchor_url, args.images)
+        port = free_port()
+        anchor_argv = [sys.executable, "-m", "uvicorn", "bench.api_load:anchor_app", "--factory"]
+        proc = serve(
+            [
+                *anchor_argv,
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "warning",
+            ],
+            {**os.environ, "PYTHONPATH": str(ROOT), "ANCHOR_DB": anchor_url},
+            port,
+            work / "anchor.log",
+        )
+        procs.append(proc)
+        anchor = run_mix(
+            Target(
+                base=f"http://127.0.0.1:{port}",
+                relabel_path="/items/{id}",
+                page_path="/items?offset={offset}",
+                body=lambda n: {"version": 1, "label": (n + 1) % 3},
+            ),
+            tokens,
+            ids,
+            **run,
+        )
+        report("anchor postgres", anchor)
+        stop(procs.pop())
+    finally:
+        for proc in procs:
+            stop(proc)
+        redis.stop()
+        postgres.stop()
+    print(f"load after: {os.getloadavg()}", flush=True)
+    errors = len(pg.errors) + len(lite.errors) + len(anchor.errors)
+    w, a = pg.relabel_rate(), anchor.relabel_rate()
+    print(
+        f"RESULT api_load winnow={w:.0f} anchor={a:.0f} unit=req/s ratio={w / a:.2f} "
+        f"relabel_p99_ms={pct(pg.relabel_ms, 0.99):.0f} page_p50_ms={pct(pg.page_ms, 0.5):.0f} "
+        f"page_p99_ms={pct(pg.page_ms, 0.99):.0f} "
+        f"sqlite_relabel_p99_ms={pct(lite.relabel_ms, 0.99):.0f} errors={errors}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,10 @@ class ImageFilter:
     model_version_id: int | None = None
     method: str | None = None
     duplicates: bool = False
+    # Duplicates whose copies carry different labels: a label error in one of them.
+    cross_class: bool = False
+    reject_reason: str | None = None
+    query: str | None = None  # the search query that brought the image in
 
 
 def latest_scored_model(session: Session, project_id: int) -> tuple[int, str] | None:
@@ -63,6 +67,20 @@ def list_images(
         conds.append(
             or_(Image.duplicate_of_id.is_not(None), cast(Image.other_label_ids, String) != "[]")
         )
+    if flt.cross_class:
+        original = aliased(Image)
+        conds.append(
+            or_(
+                cast(Image.other_label_ids, String) != "[]",
+                select(original.id)
+                .where(original.id == Image.duplicate_of_id, original.label_id != Image.label_id)
+                .exists(),
+            )
+        )
+    if flt.reject_reason is not None:
+        conds.append(Image.reject_reason == flt.reject_reason)
+    if flt.query is not None:
+        conds.append(Image.query == flt.query)
     # The outer joins below match at most one row each (primary keys; one score per model,
     # image and method), so they cannot change the count: count the filtered images alone.
     total = session.scalar(select(func.count(Image.id)).where(*conds)) or 0
@@ -114,3 +132,20 @@ def image_out(session: Session, image: Image) -> ImageOut:
     cls = session.get(ImageClass, image.label_id) if image.label_id else None
     out.label = cls.name if cls else None
     return out
+
+
+def filter_choices(session: Session, project_id: int) -> dict[str, list[str]]:
+    """The reject reasons and search queries a project's images have, for filter menus."""
+    reasons = session.scalars(
+        select(Image.reject_reason)
+        .where(Image.project_id == project_id, Image.reject_reason.is_not(None))
+        .distinct()
+        .order_by(Image.reject_reason)
+    )
+    queries = session.scalars(
+        select(Image.query)
+        .where(Image.project_id == project_id, Image.query.is_not(None))
+        .distinct()
+        .order_by(Image.query)
+    )
+    return {"reasons": [r for r in reasons if r], "queries": [q for q in queries if q]}

@@ -23,7 +23,7 @@ from api.deps import (
     start_session,
 )
 from core import projects
-from core.images import ImageFilter, Sort, latest_scored_model, list_images
+from core.images import ImageFilter, Sort, filter_choices, latest_scored_model, list_images
 from core.kinds import KINDS, JobKindName
 from core.model_version_schemas import ModelDetail
 from core.security import SESSION_COOKIE, SessionSigner
@@ -148,11 +148,19 @@ def review_page(
     state: str = "ok",
     label: str = "",
     sort: str = "-loss",
+    reason: str = "",
+    query: str = "",
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> Response:
     classes = access.project.classes
     label_id = next((c.id for c in classes if c.name == label), None)
-    flt = ImageFilter(label_id=label_id, duplicates=state == "duplicates")
+    flt = ImageFilter(
+        label_id=label_id,
+        duplicates=state == "duplicates",
+        cross_class=state == "cross-class",
+        reject_reason=reason or None,
+        query=query or None,
+    )
     if state in STATES:
         flt.state = ImageState(state)
     sort_key: Sort = "-loss"
@@ -173,6 +181,9 @@ def review_page(
         offset=offset,
         state=state,
         label=label,
+        reason=reason,
+        query=query,
+        choices=filter_choices(session, project_id),
         sort=sort_key,
         scored=scored,
     )

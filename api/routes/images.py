@@ -44,7 +44,16 @@ def get_images(
     state: ImageState | None = None,
     label: str | None = Query(default=None, description="Class name; '-' for unlabelled."),
     duplicates: bool = False,
-    model: int | None = Query(default=None, description="Model version whose scores to show."),
+    cross_class: Annotated[
+        bool, Query(description="Only duplicates whose copies carry different labels.")
+    ] = False,
+    reason: Annotated[str | None, Query(description="Only images rejected for this.")] = None,
+    query: Annotated[
+        str | None, Query(description="Only images a harvest found with this search query.")
+    ] = None,
+    model: int | None = Query(
+        default=None, le=MAX_ID, description="Model version whose scores to show."
+    ),
     method: Literal["in_sample", "out_of_fold"] | None = None,
     sort: Sort = "id",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -59,6 +68,9 @@ def get_images(
         model_version_id=model,
         method=method,
         duplicates=duplicates,
+        cross_class=cross_class,
+        reject_reason=reason,
+        query=query,
     )
     total, items = list_images(session, pid, flt, sort=sort, limit=limit, offset=offset)
     return ImagePage(total=total, items=items)

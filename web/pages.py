@@ -34,6 +34,7 @@ TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templat
 router = APIRouter(include_in_schema=False)
 
 STATES = {s.value for s in ImageState}
+REVIEW_PAGE = 100  # tiles per review page
 SORTS: tuple[Sort, ...] = ("-loss", "loss", "id", "-id")
 
 PageUser = Annotated[User | None, Depends(optional_user)]
@@ -167,7 +168,9 @@ def review_page(
     for option in SORTS:
         if sort == option:
             sort_key = option
-    total, items = list_images(session, project_id, flt, sort=sort_key, limit=60, offset=offset)
+    total, items = list_images(
+        session, project_id, flt, sort=sort_key, limit=REVIEW_PAGE, offset=offset
+    )
     scored = latest_scored_model(session, project_id)
     return _render(
         request,
@@ -184,6 +187,7 @@ def review_page(
         reason=reason,
         query=query,
         choices=filter_choices(session, project_id),
+        page_size=REVIEW_PAGE,
         sort=sort_key,
         scored=scored,
     )

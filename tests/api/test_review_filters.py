@@ -67,3 +67,25 @@ def test_filters_find_the_junk_of_one_query_and_cross_class_duplicates(tmp_path:
             f"/projects/{pid}/review", params={"state": "all", "query": "black bear toy"}
         ).text
         assert f'data-id="{ids[3]}"' in junk and "<option selected>black bear toy</option>" in junk
+
+
+def test_a_thumbnail_is_cached_by_its_hash_and_a_second_load_is_a_304(tmp_path: Path) -> None:
+    settings, factory = migrated(tmp_path, "k")
+    store = image_store(settings)
+    with transaction(factory) as s:
+        user = create_user(s, "ann", "ann-password")
+        project = create_project(s, ProjectIn(name="p", classes=[ClassIn(name="a")]), user.id)
+        data = picture("red", 1)
+        image, _ = add_image(s, store, project.id, data, project.classes[0].id, Provenance())
+        store.put(data, "thumb", sha256=image.sha256)
+        url = f"/api/projects/{project.id}/images/{image.id}/file?variant=thumb"
+    with TestClient(create_app(settings)) as client:
+        client.post("/api/auth/login", json={"username": "ann", "password": "ann-password"})
+        first = client.get(url)
+        assert first.status_code == 200 and first.content == data
+        assert "immutable" in first.headers["cache-control"]
+        again = client.get(url, headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        assert again.headers["etag"] == first.headers["etag"]
+        other = client.get(url, headers={"If-None-Match": '"something-else"'})
+        assert other.status_code == 200

@@ -90,6 +90,16 @@ def test_rank_in_sample_and_out_of_fold(
         expected = F.cross_entropy(model(batch), targets, reduction="none")
     np.testing.assert_allclose([r.loss for r in rows], expected.numpy(), rtol=1e-4, atol=1e-5)
 
+    # Without pretrained weights the out-of-fold heads learn on the trained body: said so.
+    assert result["features_saw_labels"] is True
+    # Every score sits beside the loss, from the same probabilities.
+    for method in ("in_sample", "out_of_fold"):
+        for row in _scores(factory, method):
+            assert row.self_confidence is not None and row.margin is not None
+            assert row.issue is not None
+            np.testing.assert_allclose(row.self_confidence, np.exp(-row.loss), rtol=1e-6, atol=1e-9)
+            assert 0 <= row.margin <= 1
+
     # The mislabelled image is among the few a reviewer sees first.
     top = [r.image_id for r in _scores(factory, "out_of_fold")[:5]]
     assert ids[3] in top

@@ -2,10 +2,12 @@
 
 "in_sample" is the lesson's top losses over every labelled image: the loss of its label
 under the trained model. Images the model trained on score low even when mislabelled,
-so "out_of_fold" asks a model that never saw the image: every image gets its loss from a
-logistic-regression head trained on the other k-1 folds, over body features. The features
-come from the ImageNet body when its weights are available (it never saw these labels);
-otherwise from the trained model's body, which did, and the result says so.
+so "out_of_fold" asks a model that never saw the image. By default ("cross_validated") that
+is a fine-tune of the same recipe on the other k-1 folds (workers/cross_validation.py).
+The fast option ("frozen_heads") learns logistic-regression heads on the other folds' body
+features: from the ImageNet body when its weights are available (it never saw these labels);
+otherwise from the trained model's body, which did. The result says which
+(``features_saw_labels``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from sqlalchemy import delete, select
 from torch import nn
 from torchvision import models
 
-from core.params import RankParams
+from core.params import RankParams, TrainParams
 from core.tables import ImageScore, ModelVersion
+from workers.cross_validation import cross_validated_probs
 from workers.label_quality import LabelQuality, label_quality
 from workers.runner import JobContext
 from workers.training.cpu_paths import cpu_fast_paths
@@ -131,7 +134,8 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
     cache.preload([s.path for s in samples], lambda d, t: ctx.report(d, t, "decoding images"))
     loader = make_loader(ImageDataset(samples, cache, "valid", size), 64, device, shuffle=False)
     # One pass through the body serves both rankings when the features come from it.
-    body, source = _feature_body(ctx, arch, len(classes), model, params.out_of_fold)
+    heads = params.out_of_fold and params.out_of_fold_method == "frozen_heads"
+    body, source = _feature_body(ctx, arch, len(classes), model, heads)
     progress = Progress((2 if body is not model else 1) * len(loader), ctx.report)
     progress.message = "scoring"
     with cpu_fast_paths(model, device):
@@ -144,7 +148,13 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
         "in_sample": len(samples),
         "in_sample_issues": int(quality.issue.sum()),
     }
-    if params.out_of_fold:
+    if params.out_of_fold and not heads:
+        recipe = TrainParams.model_validate(
+            {k: v for k, v in version.params.items() if k in TrainParams.model_fields}
+        )
+        probs = cross_validated_probs(ctx, recipe, classes, samples, params.folds, device)
+        source, saw = "k-fold fine-tunes of the model's recipe", False
+    elif params.out_of_fold:
         if body is not model:
             progress.message = "ImageNet body features (out of fold)"
             with cpu_fast_paths(body, device):
@@ -152,6 +162,8 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
         probs = out_of_fold(
             feats.cpu().numpy(), np.array(labels), samples, params.folds, version.split_seed
         )
+        saw = body is model
+    if params.out_of_fold:
         quality = label_quality(probs, np.array(labels))
         _store(ctx, version.id, "out_of_fold", samples, quality, class_ids)
         result.update(
@@ -159,7 +171,8 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
             out_of_fold_issues=int(quality.issue.sum()),
             folds=params.folds,
             features=source,
-            features_saw_labels=body is model,
+            method=params.out_of_fold_method,
+            features_saw_labels=saw,
         )
     return result
 

@@ -90,8 +90,9 @@ def test_rank_in_sample_and_out_of_fold(
         expected = F.cross_entropy(model(batch), targets, reduction="none")
     np.testing.assert_allclose([r.loss for r in rows], expected.numpy(), rtol=1e-4, atol=1e-5)
 
-    # Without pretrained weights the out-of-fold heads learn on the trained body: said so.
-    assert result["features_saw_labels"] is True
+    # k-fold fine-tunes: no model scored an image whose label it trained on.
+    assert result["method"] == "cross_validated"
+    assert result["features_saw_labels"] is False
     # Every score sits beside the loss, from the same probabilities.
     for method in ("in_sample", "out_of_fold"):
         for row in _scores(factory, method):
@@ -103,6 +104,12 @@ def test_rank_in_sample_and_out_of_fold(
     # The mislabelled image is among the few a reviewer sees first.
     top = [r.image_id for r in _scores(factory, "out_of_fold")[:5]]
     assert ids[3] in top
+
+    # The fast heads, without pretrained weights, learn on the trained body: said so.
+    heads = rank_job(
+        job_context("rank", {"out_of_fold": True, "out_of_fold_method": "frozen_heads", "folds": 4})
+    )
+    assert heads["features_saw_labels"] is True
 
     # Again: the ranking is replaced, not duplicated.
     rank_job(job_context("rank", {"model_version_id": model_id}))

@@ -131,3 +131,11 @@ class RankParams(JobParams):
         "honest only when ImageNet weights are available, otherwise the features saw the labels).",
     )
     folds: int = Field(default=5, ge=2, le=10)
+    similarity: float = Field(
+        default=0.97,
+        gt=0,
+        le=1,
+        description="Cosine similarity of penultimate features at which two images are listed "
+        "as near-duplicates in the result (cross-class pairs first).",
+    )
+    max_pairs: int = Field(default=500, ge=0, le=10_000)

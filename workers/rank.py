@@ -26,6 +26,7 @@ from torchvision import models
 from core.params import RankParams, TrainParams
 from core.tables import ImageScore, ModelVersion
 from workers.cross_validation import cross_validated_probs
+from workers.embedding_pairs import similar_pairs
 from workers.label_quality import LabelQuality, label_quality
 from workers.runner import JobContext
 from workers.training.cpu_paths import cpu_fast_paths
@@ -143,10 +144,20 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
     labels = [s.label for s in samples]
     quality = label_quality(in_sample(head(model, arch), feats), np.array(labels))
     _store(ctx, version.id, "in_sample", samples, quality, class_ids)
+    pairs = similar_pairs(feats.cpu().numpy(), np.array(labels), params.similarity)
     result: dict[str, Any] = {
         "model_version_id": version.id,
         "in_sample": len(samples),
         "in_sample_issues": int(quality.issue.sum()),
+        # Review items: near-duplicates by the model's own features, cross-class first.
+        "similar_pairs": [
+            {
+                "image_ids": [samples[p.first].image_id, samples[p.second].image_id],
+                "similarity": round(p.similarity, 4),
+                "cross_class": p.cross_class,
+            }
+            for p in pairs[: params.max_pairs]
+        ],
     }
     if params.out_of_fold and not heads:
         recipe = TrainParams.model_validate(

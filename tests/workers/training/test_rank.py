@@ -90,6 +90,10 @@ def test_rank_in_sample_and_out_of_fold(
         expected = F.cross_entropy(model(batch), targets, reduction="none")
     np.testing.assert_allclose([r.loss for r in rows], expected.numpy(), rtol=1e-4, atol=1e-5)
 
+    # Near-duplicates by embedding are listed as review items, each pair once.
+    pairs = {tuple(p["image_ids"]) for p in result["similar_pairs"]}
+    assert len(pairs) == len(result["similar_pairs"])
+    assert all(0 < p["similarity"] <= 1.0001 for p in result["similar_pairs"])
     # k-fold fine-tunes: no model scored an image whose label it trained on.
     assert result["method"] == "cross_validated"
     assert result["features_saw_labels"] is False

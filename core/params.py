@@ -127,4 +127,19 @@ class RankParams(JobParams):
         default=None, description="Model to score with; the project's latest when omitted."
     )
     out_of_fold: bool = Field(default=False, description="Also rank by k-fold cross-validation.")
+    out_of_fold_method: Literal["cross_validated", "frozen_heads"] = Field(
+        default="cross_validated",
+        description="cross_validated: k fine-tunes of the model's own recipe, each on k-1 "
+        "folds, scoring the held-out fold (honest with or without pretrained weights; costs "
+        "k trainings). frozen_heads: logistic-regression heads on body features (seconds; "
+        "honest only when ImageNet weights are available, otherwise the features saw the labels).",
+    )
     folds: int = Field(default=5, ge=2, le=10)
+    similarity: float = Field(
+        default=0.97,
+        gt=0,
+        le=1,
+        description="Cosine similarity of penultimate features at which two images are listed "
+        "as near-duplicates in the result (cross-class pairs first).",
+    )
+    max_pairs: int = Field(default=500, ge=0, le=10_000)

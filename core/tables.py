@@ -380,4 +380,10 @@ class ImageScore(Base):
     label_id: Mapped[int | None] = mapped_column(ForeignKey("classes.id", ondelete="SET NULL"))
     predicted_id: Mapped[int | None] = mapped_column(ForeignKey("classes.id", ondelete="SET NULL"))
     probability: Mapped[float] = mapped_column(Float)
+    # Side by side with the loss, from the same probabilities: the label's own probability,
+    # cleanlab's normalised margin (label minus best other class, scaled to 0..1; low is
+    # suspicious) and confident learning's verdict with per-class thresholds.
+    self_confidence: Mapped[float | None] = mapped_column(Float)
+    margin: Mapped[float | None] = mapped_column(Float)
+    issue: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "torchvision", "playwright", "workers")
+HEAVY = ("torch", "torchvision", "playwright", "workers", "cleanlab")
 EDGES = ("api", "web", "workers")
 
 

@@ -2,10 +2,12 @@
 
 "in_sample" is the lesson's top losses over every labelled image: the loss of its label
 under the trained model. Images the model trained on score low even when mislabelled,
-so "out_of_fold" asks a model that never saw the image: every image gets its loss from a
-logistic-regression head trained on the other k-1 folds, over body features. The features
-come from the ImageNet body when its weights are available (it never saw these labels);
-otherwise from the trained model's body, which did, and the result says so.
+so "out_of_fold" asks a model that never saw the image. By default ("cross_validated") that
+is a fine-tune of the same recipe on the other k-1 folds (workers/cross_validation.py).
+The fast option ("frozen_heads") learns logistic-regression heads on the other folds' body
+features: from the ImageNet body when its weights are available (it never saw these labels);
+otherwise from the trained model's body, which did. The result says which
+(``features_saw_labels``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -23,16 +24,17 @@ from torch import nn
 from torchvision import models
 
 from core.db import refresh_statistics
-from core.params import RankParams
+from core.params import RankParams, TrainParams
 from core.tables import ImageScore, ModelVersion
+from workers.cross_validation import cross_validated_probs
+from workers.embedding_pairs import similar_pairs
+from workers.label_quality import LabelQuality, label_quality
 from workers.runner import JobContext
 from workers.training.cpu_paths import cpu_fast_paths
 from workers.training.data import ImageCache, ImageDataset, Sample, fold_of, load_samples
 from workers.training.finetune import make_loader
 from workers.training.fit import Progress, extract_features, pick_device, place
 from workers.training.model import build_model, head
-
-Scores = list[tuple[int, float, int, float]]  # image id, loss, predicted index, probability
 
 
 def _version(ctx: JobContext, params: RankParams) -> ModelVersion:
@@ -61,28 +63,17 @@ def _samples(ctx: JobContext, classes: list[str]) -> tuple[list[Sample], list[in
 
 
 @torch.inference_mode()
-def in_sample(
-    layer: nn.Linear, features: torch.Tensor, labels: list[int], samples: list[Sample]
-) -> Scores:
-    """The trained model's loss per image, from its body features through its head."""
-    probs = layer(features).float().softmax(1).cpu()
-    targets = torch.tensor(labels)
-    losses = F.nll_loss(probs.clamp_min(1e-12).log(), targets, reduction="none")
-    predicted = probs.argmax(1)
-    return [
-        (s.image_id, float(losses[i]), int(predicted[i]), float(probs[i, predicted[i]]))
-        for i, s in enumerate(samples)
-    ]
+def in_sample(layer: nn.Linear, features: torch.Tensor) -> np.ndarray:
+    """The trained model's class probabilities per image, from its body features and head."""
+    return layer(features).float().softmax(1).cpu().numpy()
 
 
 def out_of_fold(
     features: np.ndarray, labels: np.ndarray, samples: list[Sample], folds: int, seed: int
-) -> Scores:
+) -> np.ndarray:
+    """Each image's class probabilities from a head trained on the other folds' features."""
     fold = np.array([fold_of(seed, s.split_key, folds) for s in samples])
-    scores: Scores = []
-    losses = np.zeros(len(samples))
-    predicted = np.zeros(len(samples), dtype=int)
-    probability = np.zeros(len(samples))
+    probs = np.zeros((len(samples), int(labels.max()) + 1))
     for k in range(folds):
         held, rest = fold == k, fold != k
         if not held.any():
@@ -91,24 +82,19 @@ def out_of_fold(
             raise ValueError("too few images for out-of-fold ranking: a fold lacks classes")
         scaler = StandardScaler().fit(features[rest])
         clf = LogisticRegression(max_iter=2000).fit(scaler.transform(features[rest]), labels[rest])
-        probs = np.zeros((int(held.sum()), int(labels.max()) + 1))
-        probs[:, clf.classes_] = clf.predict_proba(scaler.transform(features[held]))
-        rows = np.arange(len(probs))
-        losses[held] = -np.log(np.clip(probs[rows, labels[held]], 1e-12, 1.0))
-        predicted[held] = probs.argmax(1)
-        probability[held] = probs.max(1)
-    for i, s in enumerate(samples):
-        scores.append((s.image_id, float(losses[i]), int(predicted[i]), float(probability[i])))
-    return scores
+        held_probs = np.zeros((int(held.sum()), probs.shape[1]))
+        held_probs[:, clf.classes_] = clf.predict_proba(scaler.transform(features[held]))
+        probs[held] = held_probs
+    return probs
 
 
 def _store(
     ctx: JobContext,
     version_id: int,
     method: str,
-    scores: Scores,
+    samples: list[Sample],
+    quality: LabelQuality,
     class_ids: list[int | None],
-    labels: list[int],
 ) -> None:
     # Delete and insert in one transaction: a rerun replaces the ranking, never duplicates it.
     with ctx.session() as s:
@@ -120,14 +106,17 @@ def _store(
         s.add_all(
             ImageScore(
                 model_version_id=version_id,
-                image_id=image_id,
+                image_id=sample.image_id,
                 method=method,
-                loss=loss,
-                label_id=class_ids[label],
-                predicted_id=class_ids[guess],
-                probability=prob,
+                loss=float(quality.loss[i]),
+                label_id=class_ids[sample.label],
+                predicted_id=class_ids[int(quality.predicted[i])],
+                probability=float(quality.probability[i]),
+                self_confidence=float(quality.self_confidence[i]),
+                margin=float(quality.margin[i]),
+                issue=bool(quality.issue[i]),
             )
-            for (image_id, loss, guess, prob), label in zip(scores, labels, strict=True)
+            for i, sample in enumerate(samples)
         )
         s.flush()
         refresh_statistics(s, ImageScore.__tablename__)
@@ -149,25 +138,56 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
     cache.preload([s.path for s in samples], lambda d, t: ctx.report(d, t, "decoding images"))
     loader = make_loader(ImageDataset(samples, cache, "valid", size), 64, device, shuffle=False)
     # One pass through the body serves both rankings when the features come from it.
-    body, source = _feature_body(ctx, arch, len(classes), model, params.out_of_fold)
+    heads = params.out_of_fold and params.out_of_fold_method == "frozen_heads"
+    body, source = _feature_body(ctx, arch, len(classes), model, heads)
     progress = Progress((2 if body is not model else 1) * len(loader), ctx.report)
     progress.message = "scoring"
     with cpu_fast_paths(model, device):
         feats, _ = extract_features(model, arch, loader, device, progress, adapt_bn=False)
     labels = [s.label for s in samples]
-    scores = in_sample(head(model, arch), feats, labels, samples)
-    _store(ctx, version.id, "in_sample", scores, class_ids, labels)
-    result: dict[str, Any] = {"model_version_id": version.id, "in_sample": len(samples)}
-    if params.out_of_fold:
+    quality = label_quality(in_sample(head(model, arch), feats), np.array(labels))
+    _store(ctx, version.id, "in_sample", samples, quality, class_ids)
+    pairs = similar_pairs(feats.cpu().numpy(), np.array(labels), params.similarity)
+    result: dict[str, Any] = {
+        "model_version_id": version.id,
+        "in_sample": len(samples),
+        "in_sample_issues": int(quality.issue.sum()),
+        # Review items: near-duplicates by the model's own features, cross-class first.
+        "similar_pairs": [
+            {
+                "image_ids": [samples[p.first].image_id, samples[p.second].image_id],
+                "similarity": round(p.similarity, 4),
+                "cross_class": p.cross_class,
+            }
+            for p in pairs[: params.max_pairs]
+        ],
+    }
+    if params.out_of_fold and not heads:
+        recipe = TrainParams.model_validate(
+            {k: v for k, v in version.params.items() if k in TrainParams.model_fields}
+        )
+        probs = cross_validated_probs(ctx, recipe, classes, samples, params.folds, device)
+        source, saw = "k-fold fine-tunes of the model's recipe", False
+    elif params.out_of_fold:
         if body is not model:
             progress.message = "ImageNet body features (out of fold)"
             with cpu_fast_paths(body, device):
                 feats, _ = extract_features(body, arch, loader, device, progress, adapt_bn=False)
-        scores = out_of_fold(
+        probs = out_of_fold(
             feats.cpu().numpy(), np.array(labels), samples, params.folds, version.split_seed
         )
-        _store(ctx, version.id, "out_of_fold", scores, class_ids, labels)
-        result.update(out_of_fold=len(samples), folds=params.folds, features=source)
+        saw = body is model
+    if params.out_of_fold:
+        quality = label_quality(probs, np.array(labels))
+        _store(ctx, version.id, "out_of_fold", samples, quality, class_ids)
+        result.update(
+            out_of_fold=len(samples),
+            out_of_fold_issues=int(quality.issue.sum()),
+            folds=params.folds,
+            features=source,
+            method=params.out_of_fold_method,
+            features_saw_labels=saw,
+        )
     return result
 
 

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import CurrentUser, DbSession, EditorAccess, OwnerAccess, ProjectAccess
-from core import projects, stats
+from core import projects, query_stats, stats
 from core.schemas import ClassIn, ClassOut, MemberIn, MemberOut, ProjectIn, ProjectOut, ProjectPatch
 from core.tables import ImageClass, Project, ProjectMember, Role, User
 
@@ -99,6 +99,12 @@ def remove_member(username: str, access: OwnerAccess, session: DbSession) -> Non
 def class_stats(access: ProjectAccess, session: DbSession) -> list[stats.ClassStats]:
     """Per class: images by state, rejections by reason, exact and near duplicates."""
     return stats.class_stats(session, access.project.id)
+
+
+@router.get("/projects/{project_id}/queries/quality", response_model=list[query_stats.QueryQuality])
+def query_quality(access: ProjectAccess, session: DbSession) -> list[query_stats.QueryQuality]:
+    """Per search query: images harvested, rejected, deleted, relabelled and flagged."""
+    return query_stats.query_quality(session, access.project.id)
 
 
 @router.get("/projects/{project_id}/duplicates", response_model=list[stats.DuplicateGroup])

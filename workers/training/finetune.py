@@ -118,10 +118,14 @@ def make_loaders(
     seed: int,
     augment: bool = True,
     on_decode: Callable[[int, int], None] | None = None,
+    caches: tuple[ImageCache, ImageCache] | None = None,
 ) -> Loaders:
-    """Decode every image once into memory, then build the three loaders over the cache."""
-    train_cache = ImageCache(train_source_side(image_size), max_aspect=MAX_TRAIN_ASPECT)
-    valid_cache = ImageCache(image_size)
+    """Decode every image once into memory, then build the three loaders over the cache.
+
+    ``caches`` (training side, validation side) are reused when given: k-fold training
+    decodes each image once for all its folds.
+    """
+    train_cache, valid_cache = caches or training_caches(image_size)
     train_cache.preload([s.path for s in split.train], on_decode)
     valid_cache.preload([s.path for s in split.valid], on_decode)
     size = image_size
@@ -140,6 +144,13 @@ def make_loaders(
         valid=make_loader(valid, batch_size * 2, device, False),
         batch_size=batch_size,
         num_train=len(split.train),
+    )
+
+
+def training_caches(image_size: int) -> tuple[ImageCache, ImageCache]:
+    """Empty caches for the training side (augmented from a larger source) and validation."""
+    return ImageCache(train_source_side(image_size), max_aspect=MAX_TRAIN_ASPECT), ImageCache(
+        image_size
     )
 
 

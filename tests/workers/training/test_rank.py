@@ -90,9 +90,30 @@ def test_rank_in_sample_and_out_of_fold(
         expected = F.cross_entropy(model(batch), targets, reduction="none")
     np.testing.assert_allclose([r.loss for r in rows], expected.numpy(), rtol=1e-4, atol=1e-5)
 
+    # Near-duplicates by embedding are listed as review items, each pair once.
+    pairs = {tuple(p["image_ids"]) for p in result["similar_pairs"]}
+    assert len(pairs) == len(result["similar_pairs"])
+    assert all(0 < p["similarity"] <= 1.0001 for p in result["similar_pairs"])
+    # k-fold fine-tunes: no model scored an image whose label it trained on.
+    assert result["method"] == "cross_validated"
+    assert result["features_saw_labels"] is False
+    # Every score sits beside the loss, from the same probabilities.
+    for method in ("in_sample", "out_of_fold"):
+        for row in _scores(factory, method):
+            assert row.self_confidence is not None and row.margin is not None
+            assert row.issue is not None
+            np.testing.assert_allclose(row.self_confidence, np.exp(-row.loss), rtol=1e-6, atol=1e-9)
+            assert 0 <= row.margin <= 1
+
     # The mislabelled image is among the few a reviewer sees first.
     top = [r.image_id for r in _scores(factory, "out_of_fold")[:5]]
     assert ids[3] in top
+
+    # The fast heads, without pretrained weights, learn on the trained body: said so.
+    heads = rank_job(
+        job_context("rank", {"out_of_fold": True, "out_of_fold_method": "frozen_heads", "folds": 4})
+    )
+    assert heads["features_saw_labels"] is True
 
     # Again: the ranking is replaced, not duplicated.
     rank_job(job_context("rank", {"model_version_id": model_id}))

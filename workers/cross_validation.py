@@ -1,0 +1,118 @@
+"""Out-of-fold probabilities by k-fold training: each fold a real fine-tune.
+
+A model scores low loss on the images it trained on, wrong labels included, and heads
+learnt on a body that was itself trained on the noisy labels inherit that. So each image
+here is scored by a model trained with the same recipe (architecture, image size, epochs,
+learning rate, augmentation) on the other k-1 folds only, from random or ImageNet weights
+as the ranked model was: no model that scores an image ever saw its label. Folds go by
+near-duplicate group, as the validation split does. Images are decoded once for all folds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core.params import TrainParams
+from workers.runner import JobContext
+from workers.train import DEFAULT_LR, weights_path
+from workers.training.cpu_paths import cpu_fast_paths
+from workers.training.data import DataSplit, ImageCache, Sample, fold_of
+from workers.training.finetune import body_features, fine_tune, make_loaders, training_caches
+from workers.training.fit import Progress, extract_features, place
+from workers.training.model import build_model, head
+
+
+def cross_validated_probs(
+    ctx: JobContext,
+    recipe: TrainParams,
+    classes: list[str],
+    samples: list[Sample],
+    folds: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Class probabilities of every sample from the fold model that did not train on it."""
+    fold = np.array([fold_of(recipe.seed, s.split_key, folds) for s in samples])
+    if any(len({samples[i].label for i in np.flatnonzero(fold != k)}) < 2 for k in range(folds)):
+        raise ValueError("too few images for out-of-fold ranking: a fold lacks classes")
+    caches = training_caches(recipe.image_size)
+    paths = [s.path for s in samples]
+    for cache in caches:
+        cache.preload(paths, lambda d, t: ctx.report(d, t, "decoding images"))
+    lr = recipe.lr or DEFAULT_LR
+    probs = np.zeros((len(samples), len(classes)))
+    for k in range(folds):
+        held = np.flatnonzero(fold == k)
+        if len(held) == 0:
+            continue
+        split = DataSplit(
+            classes,
+            [],
+            [s for i, s in enumerate(samples) if fold[i] != k],
+            [samples[i] for i in held],
+        )
+        probs[held] = _fold(ctx, recipe, split, lr, device, caches, f"fold {k + 1}/{folds}")
+    return probs
+
+
+def _fold(
+    ctx: JobContext,
+    recipe: TrainParams,
+    split: DataSplit,
+    lr: float,
+    device: torch.device,
+    caches: tuple[ImageCache, ImageCache],
+    name: str,
+) -> np.ndarray:
+    torch.manual_seed(recipe.seed)
+    built = build_model(
+        recipe.arch,
+        len(split.classes),
+        recipe.pretrained,
+        weights_path(ctx.settings, ctx.project_id, recipe.weights_file),
+        ctx.settings.weights_dir,
+    )
+    model = place(built.model, built.arch, device)
+    loaders = make_loaders(
+        split,
+        recipe.image_size,
+        recipe.batch_size,
+        device,
+        recipe.seed,
+        augment=recipe.augment,
+        caches=caches,
+    )
+    features_needed = recipe.freeze_epochs > 0
+    total = (
+        (loaders.feature_batches() if features_needed else 0)
+        + loaders.head_steps(recipe.freeze_epochs)
+        + loaders.unfrozen_batches(recipe.epochs)
+        + len(loaders.valid)
+    )
+    # Progress per fold: "fold 2/5: training", counted over that fold's batches.
+    progress = Progress(total, ctx.report)
+    progress.message = f"{name}: training"
+    with cpu_fast_paths(model, device):
+        features = (
+            body_features(model, built.arch, loaders, device, progress, built.weights == "random")
+            if features_needed
+            else None
+        )
+        fine_tune(
+            model,
+            built.arch,
+            loaders,
+            device,
+            recipe.epochs,
+            recipe.freeze_epochs,
+            lr,
+            recipe.weight_decay,
+            progress,
+            lambda _row: None,
+            features,
+        )
+        progress.message = f"{name}: scoring the held-out fold"
+        feats, _ = extract_features(model, built.arch, loaders.valid, device, progress, False)
+    with torch.inference_mode():
+        probs: np.ndarray = head(model, built.arch)(feats).float().softmax(1).cpu().numpy()
+    return probs

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.api_load_anchor import seed_anchor  # noqa: E402
 from core.db import make_engine, make_session_factory, refresh_statistics, transaction  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
 from core.projects import create_project  # noqa: E402
@@ -112,76 +112,6 @@ def seed_winnow(db_url: str, images: int, clients: int) -> tuple[int, list[str]]
         project_id = project.id
     engine.dispose()
     return project_id, tokens
-
-
-ANCHOR_SCHEMA = """
-CREATE TABLE items (id serial PRIMARY KEY, label integer NOT NULL, version integer NOT NULL,
-                    loss double precision NOT NULL);
-CREATE INDEX items_loss ON items (loss);
-CREATE TABLE events (id serial PRIMARY KEY, item_id integer NOT NULL REFERENCES items(id),
-                     old_label integer, new_label integer, created_at timestamptz DEFAULT now());
-"""
-
-
-def seed_anchor(db_url: str, images: int) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(db_url)
-    rng = random.Random(0)
-    with engine.begin() as conn:
-        for stmt in ANCHOR_SCHEMA.split(";"):
-            if stmt.strip():
-                conn.execute(text(stmt))
-        conn.execute(
-            text("INSERT INTO items (label, version, loss) VALUES (:l, 1, :s)"),
-            [{"l": i % 3, "s": rng.expovariate(1.0)} for i in range(images)],
-        )
-    engine.dispose()
-
-
-def anchor_app() -> Any:
-    """The minimal app: one transaction per relabel, a sorted page of 100 rows per read."""
-    from fastapi import FastAPI, HTTPException
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(os.environ["ANCHOR_DB"], pool_size=20, max_overflow=20)
-    app = FastAPI()
-
-    @app.patch("/items/{item_id}")
-    def relabel(item_id: int, body: Patch) -> dict[str, int]:
-        with engine.begin() as conn:
-            row = conn.execute(
-                text("SELECT label, version FROM items WHERE id = :i"), {"i": item_id}
-            ).one()
-            if row.version != body.version:
-                raise HTTPException(409, "stale")
-            conn.execute(
-                text("UPDATE items SET label = :l, version = version + 1 WHERE id = :i"),
-                {"l": body.label, "i": item_id},
-            )
-            conn.execute(
-                text("INSERT INTO events (item_id, old_label, new_label) VALUES (:i, :o, :n)"),
-                {"i": item_id, "o": row.label, "n": body.label},
-            )
-        return {"id": item_id, "version": body.version + 1}
-
-    @app.get("/items")
-    def page(offset: int = 0) -> list[dict[str, Any]]:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT * FROM items ORDER BY loss DESC, id LIMIT 100 OFFSET :o"),
-                {"o": offset},
-            )
-            return [dict(r._mapping) for r in rows]
-
-    return app
-
-
-class Patch(BaseModel):
-    """The anchor's relabel body."""
-
-    version: int
-    label: int
 
 
 @dataclass
@@ -360,7 +290,13 @@ def main() -> None:
         anchor_url = postgres.create_database()
         seed_anchor(anchor_url, args.images)
         port = free_port()
-        anchor_argv = [sys.executable, "-m", "uvicorn", "bench.api_load:anchor_app", "--factory"]
+        anchor_argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.api_load_anchor:anchor_app",
+            "--factory",
+        ]
         proc = serve(
             [
                 *anchor_argv,

@@ -26,7 +26,9 @@ from core import projects
 from core.images import ImageFilter, Sort, filter_choices, latest_scored_model, list_images
 from core.kinds import KINDS, JobKindName
 from core.model_version_schemas import ModelDetail
+from core.query_stats import query_quality
 from core.security import SESSION_COOKIE, SessionSigner
+from core.stats import class_stats
 from core.tables import ApiToken, ImageState, Job, JobStatus, ModelVersion, Role, User
 from web.forms import job_forms
 
@@ -115,6 +117,8 @@ def project_page(
         models=models,
         job_forms=job_forms(),
         lr_find=lr_find,
+        balance=[c for c in class_stats(session, project_id) if c.total],
+        queries=query_quality(session, project_id),
     )
 
 

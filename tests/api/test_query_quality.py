@@ -68,7 +68,12 @@ def test_each_query_counts_what_happened_to_its_images(tmp_path: Path) -> None:
         )
         pid = project.id
     with TestClient(create_app(settings)) as client:
-        rows = client.get(f"/api/projects/{pid}/queries/quality", headers=_auth(client, "ann"))
+        auth = _auth(client, "ann")
+        rows = client.get(f"/api/projects/{pid}/queries/quality", headers=auth)
+        # The same figures on the project page, each query linking to its images.
+        page = client.get(f"/projects/{pid}", headers=auth).text
+    assert "<h2>Search queries</h2>" in page and "<h2>Class balance</h2>" in page
+    assert "query=red+things" in page and "<td>red things</td>" not in page
     assert rows.status_code == 200
     assert rows.json() == [
         {

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     )
 
     chromium: str = Field(default="", description="Chromium executable; Playwright's own if empty.")
+    browser_endpoint: str = Field(
+        default="",
+        description="ws:// address of a Playwright server (`playwright run-server`) that starts "
+        "Chromium apart from the worker; Chromium runs in the worker's process tree if empty.",
+    )
     bing_url: str = "https://www.bing.com"
     duckduckgo_url: str = "https://duckduckgo.com"
     safe_search: bool = True

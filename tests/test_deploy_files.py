@@ -60,3 +60,25 @@ def test_compose_has_no_default_secrets_and_redis_asks_for_a_password() -> None:
     assert "--requirepass" in redis and "--maxmemory-policy noeviction" in redis
     broker = _compose()["services"]["worker-cpu"]["environment"]["WINNOW_BROKER_URL"]
     assert broker.startswith("redis://:${REDIS_PASSWORD")
+
+
+def _networks(service: dict[str, Any]) -> set[str]:
+    networks = service.get("networks", ["default"])
+    return set(networks if isinstance(networks, list) else networks.keys())
+
+
+def test_chromium_runs_where_the_database_and_redis_cannot_be_reached() -> None:
+    services = _compose()["services"]
+    browser = services["browser"]
+    private = _networks(services["postgres"]) | _networks(services["redis"])
+    assert not _networks(browser) & private
+    # Nothing to steal there either: no credentials, no data volume.
+    assert not browser.get("environment") and not browser.get("volumes")
+    assert browser["command"][:4] == ["python", "-m", "playwright", "run-server"]
+    worker = services["worker-browser"]
+    assert worker["environment"]["WINNOW_BROWSER_ENDPOINT"] == "ws://browser:3000/"
+    assert _networks(browser) <= _networks(worker)
+    # Every other service stays off the browser's network.
+    for name, service in services.items():
+        if name not in ("browser", "worker-browser"):
+            assert not _networks(service) & _networks(browser), name

@@ -3,10 +3,17 @@
 Chromium comes from ``settings.chromium`` when set, else Playwright's own build (the
 normal path after ``playwright install chromium``), else a system Chromium on PATH (how
 this project's own machines have it: Debian's ``chromium``, no browser download).
+
+With ``settings.browser_endpoint`` Chromium runs elsewhere: a Playwright server in a
+container of its own (compose's ``browser`` service) starts it for each job. That
+container holds no credentials and sits on a network without the database and Redis,
+so a page that got the better of Chromium still has no route to them; the worker that
+drives it over the connection keeps the request guard below.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -32,6 +39,8 @@ CHROMIUM_ARGS = (
 # Schemes a results page loads without the network.
 LOCAL_SCHEMES = ("data:", "blob:", "about:")
 SYSTEM_CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# How a Playwright server is told the launch options of the browser it starts for a client.
+LAUNCH_HEADER = "x-playwright-launch-options"
 
 
 class BrowserUnavailable(RuntimeError):
@@ -54,27 +63,43 @@ def sandbox_possible() -> bool:
     return os.geteuid() != 0
 
 
-async def _launch(playwright: Playwright, chromium: str) -> Browser:
-    candidates = (
-        [chromium]
-        if chromium
-        else [""] + [p for n in SYSTEM_CHROMIUMS if (p := shutil.which(n) or "")]
+async def _start(playwright: Playwright, path: str, sandbox: bool, endpoint: str) -> Browser:
+    if endpoint:
+        options: dict[str, object] = {
+            "headless": True,
+            "args": list(CHROMIUM_ARGS),
+            "chromiumSandbox": sandbox,
+        }
+        if path:
+            options["executablePath"] = path
+        return await playwright.chromium.connect(
+            endpoint, headers={LAUNCH_HEADER: json.dumps(options)}
+        )
+    return await playwright.chromium.launch(
+        executable_path=path or None,
+        args=list(CHROMIUM_ARGS),
+        headless=True,
+        chromium_sandbox=sandbox,
     )
+
+
+async def _launch(playwright: Playwright, chromium: str, endpoint: str = "") -> Browser:
+    if endpoint or chromium:
+        candidates = [chromium]
+    else:
+        candidates = [""] + [p for n in SYSTEM_CHROMIUMS if (p := shutil.which(n) or "")]
     errors = []
     # With the sandbox first where it can work; a kernel without user namespaces (some
     # container runtimes) refuses it, and then Chromium starts without, said in the log.
-    modes = [True, False] if sandbox_possible() else [False]
+    # A remote server's user is not visible from here, so there both are tried.
+    modes = [True, False] if endpoint or sandbox_possible() else [False]
     for path in candidates:
         for sandbox in modes:
             try:
-                browser = await playwright.chromium.launch(
-                    executable_path=path or None,
-                    args=list(CHROMIUM_ARGS),
-                    headless=True,
-                    chromium_sandbox=sandbox,
-                )
+                browser = await _start(playwright, path, sandbox, endpoint)
             except PlaywrightError as exc:
-                errors.append(f"{path or 'Playwright Chromium'}: {str(exc).splitlines()[0]}")
+                where = endpoint or path or "Playwright Chromium"
+                errors.append(f"{where}: {str(exc).splitlines()[0]}")
                 continue
             if not sandbox:
                 log.warning("Chromium runs without its sandbox (root, or no user namespaces)")
@@ -89,8 +114,8 @@ def request_guard(guard: Guard) -> Callable[[Route], Awaitable[None]]:
     """A Playwright route handler: every request the page makes (the results page, its
     scripts, images, XHR, redirects) goes out only to public addresses, as the downloader's
     do (workers/harvest/ssrf.py). Chromium resolves the name again when it connects, so
-    this is the page-level check; the network policy of the browser worker (compose puts it
-    on a network without the database and Redis) is the other."""
+    this is the page-level check; the network policy is the other (compose runs Chromium in
+    the ``browser`` service, on a network without the database and Redis)."""
 
     async def handle(route: Route) -> None:
         url = route.request.url
@@ -114,10 +139,10 @@ def request_guard(guard: Guard) -> Callable[[Route], Awaitable[None]]:
 
 @asynccontextmanager
 async def browser_context(
-    chromium: str = "", javascript: bool = True, guard: Guard | None = None
+    chromium: str = "", javascript: bool = True, guard: Guard | None = None, endpoint: str = ""
 ) -> AsyncIterator[BrowserContext]:
     async with async_playwright() as playwright:
-        browser = await _launch(playwright, chromium)
+        browser = await _launch(playwright, chromium, endpoint)
         try:
             context = await browser.new_context(
                 user_agent=user_agent(browser.version),

@@ -92,7 +92,9 @@ async def _search(
     done = 0
     candidates: list[Candidate] = []
     guard = Guard(AddressPolicy.from_setting(settings.fetch_allow))
-    async with browser_context(settings.chromium, guard=guard) as context:
+    async with browser_context(
+        settings.chromium, guard=guard, endpoint=settings.browser_endpoint
+    ) as context:
         for plan in plans:
             taken: set[str] = set()
             sources = [(engine, query) for query in plan.queries for engine in params.engines]

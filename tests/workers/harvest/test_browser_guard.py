@@ -1,17 +1,41 @@
 """The harvest browser reaches public addresses only: what a results page asks for on an
 address outside the allowlist (here another loopback address standing in for the database
-or the metadata service) is refused before Chromium connects."""
+or the metadata service) is refused before Chromium connects. The same holds when Chromium
+runs apart from the worker, started by a Playwright server (compose's ``browser`` service)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 
+import pytest
+
+from tests.services import free_port, wait_for_port
 from tests.workers.harvest.server import LocalServer, Reply, jpeg
 from workers.harvest.browser import browser_context
 from workers.harvest.ssrf import AddressPolicy, Guard
 
 
-def test_a_results_page_cannot_reach_a_non_public_address(chromium: str) -> None:
+@pytest.fixture
+def playwright_server() -> Iterator[str]:
+    """``playwright run-server`` as compose runs it, on a free local port."""
+    port = free_port()
+    command = [sys.executable, "-m", "playwright", "run-server", "--host", "127.0.0.1"]
+    # Its own process group: the Python wrapper runs Playwright's node driver as a child.
+    proc = subprocess.Popen([*command, "--port", str(port), "--unsafe"], start_new_session=True)
+    try:
+        wait_for_port(port, proc=proc)
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def _visit_results_page(chromium: str, endpoint: str) -> None:
     with LocalServer(
         {"/": lambda _: Reply(body=jpeg(), headers={"Content-Type": "image/jpeg"})},
         host="127.0.0.2",
@@ -28,7 +52,7 @@ def test_a_results_page_cannot_reach_a_non_public_address(chromium: str) -> None
             guard = Guard(AddressPolicy.from_setting("127.0.0.1/32"))
 
             async def visit() -> str:
-                async with browser_context(chromium, guard=guard) as context:
+                async with browser_context(chromium, guard=guard, endpoint=endpoint) as context:
                     page = await context.new_page()
                     await page.goto(f"{engine.url}/search?q=bears")
                     await page.wait_for_load_state("networkidle")
@@ -37,3 +61,13 @@ def test_a_results_page_cannot_reach_a_non_public_address(chromium: str) -> None
             assert asyncio.run(visit()) == "results"
             assert engine.hits("/search") == 1
         assert inside.hits() == 0
+
+
+def test_a_results_page_cannot_reach_a_non_public_address(chromium: str) -> None:
+    _visit_results_page(chromium, endpoint="")
+
+
+def test_chromium_started_by_a_playwright_server_keeps_the_guard(
+    chromium: str, playwright_server: str
+) -> None:
+    _visit_results_page(chromium, endpoint=playwright_server)

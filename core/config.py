@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         description="Seconds a sent job may wait queued before its message is sent again "
         "(a broker that lost it); a job the broker refused is sent again at once.",
     )
+    job_queue_max: float = Field(
+        default=7 * 86400.0,
+        description="Seconds a job may wait queued (no worker took it) before it fails.",
+    )
     time_limits: dict[str, int] = Field(
         default_factory=dict,
         description='Seconds per job kind, over core/kinds.py\'s limits: {"train": 86400}.',

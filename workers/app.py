@@ -27,7 +27,7 @@ def _watch_for_orphans() -> None:
     At start for the embedded default (the one worker was the one that died); on a timer
     for deployments where other workers live on when one of them dies.
     """
-    from workers.recovery import requeue_orphans, send_waiting
+    from workers.recovery import fail_unclaimed, requeue_orphans, send_waiting
     from workers.runner import session_factory
 
     settings = get_settings()
@@ -36,6 +36,7 @@ def _watch_for_orphans() -> None:
     while True:
         try:
             requeue_orphans(factory, settings)
+            fail_unclaimed(factory, settings)
             send_waiting(factory, settings)
         except Exception:
             log.warning("looking for orphaned jobs failed; trying again later", exc_info=True)

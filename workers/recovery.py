@@ -5,6 +5,9 @@ as soon as it answers; a sent job still queued after job_resend_after is sent ag
 broker that lost its message). A second message for a job is harmless: the runner's claim
 is atomic and a finished job ignores it.
 
+Jobs no worker takes (no worker for their queue, a broker that keeps losing them): failed
+once they have waited job_queue_max, with the reason, rather than shown queued for ever.
+
 Jobs whose worker died: found by their stale heartbeat and queued again.
 
 A worker killed in the middle of a job (out of memory, a power cut, `kill -9`) leaves the
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
@@ -94,3 +97,24 @@ def send_waiting(factory: sessionmaker[Session], settings: Settings) -> list[int
             )
         sent.append(job_id)
     return sent
+
+
+def fail_unclaimed(factory: sessionmaker[Session], settings: Settings) -> list[int]:
+    """Fail queued jobs that have waited job_queue_max since they were made or last started
+    (a requeued orphan waits from its restart); return their ids."""
+    cutoff = utcnow() - timedelta(seconds=settings.job_queue_max)
+    waited = func.coalesce(Job.started_at, Job.created_at)
+    failed: list[int] = []
+    with transaction(factory) as session:
+        stmt = select(Job).where(Job.status == JobStatus.queued, waited < cutoff)
+        for job in session.scalars(stmt.with_for_update(skip_locked=True)):
+            job.status = JobStatus.failed
+            job.finished_at = utcnow()
+            job.message = job.error = (
+                f"no worker took this job within {settings.job_queue_max:.0f} s; "
+                "is a worker for its queue running?"
+            )
+            failed.append(job.id)
+    for job_id in failed:
+        log.warning("job %s waited queued past job_queue_max; failed", job_id)
+    return failed

@@ -4,6 +4,7 @@ its claim cannot overwrite the outcome, and no job waits for ever on a broker th
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,11 @@ from api.main import create_app
 from core.config import Settings
 from core.db import transaction
 from core.redact import redact
-from core.tables import Job, JobStatus
+from core.tables import Job, JobStatus, utcnow
 from core.users import create_user
 from tests.conftest import migrated
 from tests.services import RedisServer, free_port
-from workers.recovery import send_waiting
+from workers.recovery import fail_unclaimed, send_waiting
 from workers.runner import JobContext, run_job
 
 
@@ -117,3 +118,24 @@ def test_a_job_the_broker_refused_is_sent_once_the_broker_answers(
         assert row is not None and row.sent_at is not None and row.status is JobStatus.queued
     assert redis.Redis.from_url(redis_server.url(5)).llen("cpu") == 1
     assert send_waiting(factory, up) == []  # sent: not again until job_resend_after
+
+
+def test_a_job_no_worker_takes_fails_after_the_queue_wait_and_a_fresh_one_waits(
+    settings: Settings, factory: sessionmaker[Session], project_id: int
+) -> None:
+    with transaction(factory) as s:
+        old, fresh = (
+            Job(project_id=project_id, kind="verify", params={}, status=JobStatus.queued)
+            for _ in range(2)
+        )
+        s.add_all([old, fresh])
+        s.flush()
+        old.created_at = utcnow() - timedelta(hours=2)
+        ids = old.id, fresh.id
+    hour = settings.model_copy(update={"job_queue_max": 3600.0})
+    assert fail_unclaimed(factory, hour) == [ids[0]]
+    with transaction(factory) as s:
+        stale, waiting = s.get(Job, ids[0]), s.get(Job, ids[1])
+        assert stale is not None and waiting is not None
+        assert stale.status is JobStatus.failed and "no worker took this job" in str(stale.error)
+        assert waiting.status is JobStatus.queued

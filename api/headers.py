@@ -1,7 +1,7 @@
 """Security headers on every response, strictest on HTML pages.
 
 Pages load scripts and styles from /static only: no inline script, handler or style is
-allowed (tests/web/test_security_headers.py scans the templates), so an injected
+allowed (tests/api/test_hardening.py scans the templates), so an injected
 ``<img onerror=...>`` in a class name or a harvested title cannot run. Downloads (images,
 exports, model files) set their own Content-Type and keep nosniff.
 """

@@ -47,6 +47,7 @@ from core.users import create_user
 from core.weights import weights_dir
 from tests.conftest import migrated
 from tests.imagegen import picture
+from web.pages import router as pages_router
 
 SECRET = "Secret-Grizzlies"
 WRITE = {"post", "put", "patch", "delete"}
@@ -269,3 +270,21 @@ def test_a_viewer_cannot_write(world: World) -> None:
         response = _call(world, "vic", method, url, op)
         assert response.status_code == 403, (method, url, response.status_code, response.text)
     assert _snapshot(world.factory, world.a["project_id"]) == before
+
+
+def test_an_outsider_gets_no_page_of_another_project(world: World) -> None:
+    """The web pages are not in the OpenAPI schema: their routes are read from the router."""
+    paths = [getattr(route, "path", "") for route in pages_router.routes]
+    pages = [path for path in paths if "{project_id}" in path]
+    assert len(pages) >= 7
+    auth = {"Authorization": f"Bearer {world.tokens['bob']}"}
+    a, b = world.a, world.b
+    for path in pages:
+        for ids in (a, {**a, "project_id": b["project_id"]}):
+            response = world.client.get(_fill(path, ids), headers=auth, follow_redirects=False)
+            if ids is not a and "{model_id}" not in path:
+                # Bob's own project's pages exist; they must still hold nothing of Alice's.
+                assert response.status_code == 200, (path, response.status_code)
+            else:
+                assert response.status_code == 404, (path, ids["project_id"], response.text)
+            assert not _leaks(response.text, a), (path, response.text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from collections.abc import Iterator
 from typing import IO
@@ -36,11 +37,21 @@ def safe_cell(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
+# A class name becomes one folder of the archive. Separators, "." and ".." would climb out
+# of the folder where someone unpacks it (zip slip), a drive colon too on Windows.
+NOT_IN_FOLDER = re.compile(r"[/\\:\x00-\x1f]")
+
+
+def folder_name(label: str) -> str:
+    name = NOT_IN_FOLDER.sub("_", safe_cell(label))
+    return "_" + name if name in ("", ".", "..") else name
+
+
 def member_name(image: Image, label: str) -> str:
     # The same relative path in cleaned.csv and in the archive, so fastai's
     # ImageDataLoaders.from_csv(path, "cleaned.csv", folder=".") reads the unpacked zip;
     # the folder is the neutralised class name so that both cells of a row are safe.
-    return f"{safe_cell(label)}/{image.sha256[:20]}.jpg"
+    return f"{folder_name(label)}/{image.sha256[:20]}.jpg"
 
 
 def cleaned_csv(session: Session, project_id: int) -> str:

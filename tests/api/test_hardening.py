@@ -6,8 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,6 +26,7 @@ from tests.imagegen import picture
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "web" / "templates"
 FORMULA = '=HYPERLINK("http://evil.example","x")'
+CLIMBER = "../../escape"
 
 
 @pytest.fixture
@@ -34,11 +36,14 @@ def site(tmp_path: Path) -> Iterator[tuple[TestClient, int]]:
     with transaction(factory) as s:
         user = create_user(s, "ann", "ann-password")
         project = create_project(
-            s, ProjectIn(name="p", classes=[ClassIn(name=FORMULA), ClassIn(name="-2+3")]), user.id
+            s,
+            ProjectIn(name="p", classes=[ClassIn(name=n) for n in (FORMULA, "-2+3", CLIMBER)]),
+            user.id,
         )
         for n, cls in enumerate(project.classes):
             data = picture("red", n)
             image, _ = add_image(s, store, project.id, data, cls.id, Provenance())
+            store.put(data, "normal", sha256=image.sha256)
             image.state = ImageState.ok
         pid = project.id
     with TestClient(create_app(settings)) as client:
@@ -56,6 +61,8 @@ def test_every_page_carries_a_strict_content_security_policy(
         f"/projects/{pid}",
         f"/projects/{pid}/review",
         f"/projects/{pid}/history",
+        f"/projects/{pid}/members",
+        "/tokens",
         "/api/docs",
     ):
         response = client.get(path)
@@ -88,12 +95,27 @@ def test_cleaned_csv_never_starts_a_cell_with_a_formula(site: tuple[TestClient, 
     client, pid = site
     rows = list(csv.reader(io.StringIO(client.get(f"/api/projects/{pid}/export/cleaned.csv").text)))
     cells = [cell for row in rows[1:] for cell in row]
-    assert len(rows) == 3 and cells
+    assert len(rows) == 4 and cells
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
     labels = {row[1] for row in rows[1:]}
-    assert labels == {"'" + FORMULA, "'-2+3"}
-    # The name column points into the archive's folder of the same (neutralised) class.
-    assert all(row[0].startswith(row[1] + "/") for row in rows[1:])
+    assert labels == {"'" + FORMULA, "'-2+3", CLIMBER}
+    # The name column is <class folder>/<file>, the folder neutralised as the label is.
+    for name, label in rows[1:]:
+        assert len(PurePosixPath(name).parts) == 2 and name[0] == label[0], (name, label)
+
+
+def test_the_archive_keeps_every_class_folder_inside_it(site: tuple[TestClient, int]) -> None:
+    client, pid = site
+    archive = zipfile.ZipFile(
+        io.BytesIO(client.get(f"/api/projects/{pid}/export/imagefolder.zip").content)
+    )
+    members = set(archive.namelist()) - {"cleaned.csv"}
+    assert len(members) == 3
+    for name in members:
+        parts = PurePosixPath(name).parts
+        assert len(parts) == 2 and ".." not in parts and "\\" not in name, name
+    rows = list(csv.reader(io.StringIO(archive.read("cleaned.csv").decode())))
+    assert {row[0] for row in rows[1:]} == members
 
 
 def test_api_docs_load_nothing_from_other_hosts(site: tuple[TestClient, int]) -> None:

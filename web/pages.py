@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -57,6 +58,17 @@ def login_page(request: Request, next: str = "/", error: str = "") -> HTMLRespon
     return _render(request, "login.html", None, next=next, error=error)
 
 
+def local_target(next: str) -> str:
+    """Only a path of this site: an open redirect would let a link send people elsewhere
+    after login. Browsers read "\\" as "/" and drop tabs and newlines, so "/\\evil.example"
+    and "/<tab>/evil.example" name another site as "//evil.example" does."""
+    seen = next.replace("\\", "/")
+    if any(ord(c) < 0x20 for c in seen) or not seen.startswith("/") or seen.startswith("//"):
+        return "/"
+    parts = urlsplit(seen)
+    return "/" if parts.scheme or parts.netloc else next
+
+
 @router.post("/login")
 def login_form(
     request: Request,
@@ -69,9 +81,7 @@ def login_form(
         user = password_login(request, session, username, password)
     except HTTPException as refused:
         return _render(request, "login.html", None, next=next, error=str(refused.detail))
-    # Only local paths: an open redirect would let a link send people elsewhere after login.
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
-    response = RedirectResponse(target, status.HTTP_303_SEE_OTHER)
+    response = RedirectResponse(local_target(next), status.HTTP_303_SEE_OTHER)
     start_session(request, response, user)
     return response
 

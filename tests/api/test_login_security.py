@@ -111,3 +111,23 @@ def test_a_token_stops_working_when_it_expires(
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
     assert client.get("/api/users/me", headers=auth).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("next_page", "lands_on"),
+    [
+        ("/projects/3/review", "/projects/3/review"),
+        ("//evil.example/x", "/"),
+        ("/\\evil.example/x", "/"),
+        ("/\t/evil.example/x", "/"),
+        ("https://evil.example/", "/"),
+    ],
+)
+def test_the_login_form_sends_people_only_to_pages_of_this_site(
+    app: tuple[TestClient, sessionmaker[Session]], next_page: str, lands_on: str
+) -> None:
+    client, _ = app
+    form = {"username": "ann", "password": "ann-password", "next": next_page}
+    response = client.post("/login", data=form, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == lands_on

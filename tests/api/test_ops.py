@@ -15,7 +15,7 @@ from core.db import transaction
 from core.migrate import upgrade
 from core.users import create_user
 from tests.conftest import migrated
-from tests.services import PostgresServer, RedisServer
+from tests.services import PostgresServer, RedisServer, free_port
 
 
 def _token(client: TestClient) -> dict[str, str]:
@@ -104,3 +104,16 @@ def test_queue_depth_is_read_from_a_redis_broker(redis_server: RedisServer) -> N
     enqueue(url, "train", 2)
     assert queue_depths(url) == {"cpu": 1, "browser": 0, "gpu": 1}
     assert queue_depths("sqla+sqlite:///x.sqlite") is None
+
+
+def test_an_unreachable_database_is_reported_without_its_address(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"postgresql+psycopg://winnow:hunter2@127.0.0.1:{port}/winnow"
+    settings = Settings(data_dir=tmp_path, secret_key="k", database_url=url)
+    with TestClient(create_app(settings)) as client:
+        for path in ("/api/health", "/api/ready"):
+            response = client.get(path)
+            assert response.status_code == 503, path
+            assert "unavailable" in response.text or "unreachable" in response.text
+            for secret in (str(port), "127.0.0.1", "hunter2"):
+                assert secret not in response.text, (path, response.text)

@@ -99,7 +99,16 @@ def _seed(
             classes=[c.name for c in project.classes],
             files={k: f"models/{name}/{k}" for k in ("onnx", "metadata", "weights")},
             interpretation={
-                "top_losses": [{"image_id": image.id, "gradcam": f"models/{name}/cam.png"}]
+                "top_losses": [
+                    {
+                        "image_id": image.id,
+                        "gradcam": f"models/{name}/cam.png",
+                        "actual": project.classes[0].name,
+                        "predicted": project.classes[1].name,
+                        "probability": 0.9,
+                        "loss": 2.3,
+                    }
+                ]
             },
         )
         s.add(version)
@@ -288,3 +297,16 @@ def test_an_outsider_gets_no_page_of_another_project(world: World) -> None:
             else:
                 assert response.status_code == 404, (path, ids["project_id"], response.text)
             assert not _leaks(response.text, a), (path, response.text)
+
+
+def test_every_page_of_a_project_renders_for_its_owner_under_the_strict_policy(
+    world: World,
+) -> None:
+    """The same page routes, as the owner: each answers with the page and its CSP."""
+    auth = {"Authorization": f"Bearer {world.tokens['alice']}"}
+    paths = {getattr(route, "path", "") for route in pages_router.routes}
+    for path in sorted({p for p in paths if "{" in p} | {"/", "/tokens", "/login"}):
+        response = world.client.get(_fill(path, world.a), headers=auth)
+        assert response.status_code == 200, (path, response.text[-500:])
+        csp = response.headers["content-security-policy"]
+        assert "'unsafe-inline'" not in csp and "frame-ancestors 'none'" in csp, path

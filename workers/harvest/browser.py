@@ -20,7 +20,14 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from playwright.async_api import Browser, BrowserContext, Playwright, Route, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Playwright,
+    Route,
+    WebSocketRoute,
+    async_playwright,
+)
 from playwright.async_api import Error as PlaywrightError
 from yarl import URL
 
@@ -110,6 +117,24 @@ async def _launch(playwright: Playwright, chromium: str, endpoint: str = "") -> 
     )
 
 
+# A WebSocket is an HTTP request that upgrades: checked as one.
+SOCKET_SCHEMES = {"ws": "http", "wss": "https"}
+
+
+async def _public(guard: Guard, url: str) -> bool:
+    try:
+        parsed = URL(url)
+        parsed = parsed.with_scheme(SOCKET_SCHEMES.get(parsed.scheme, parsed.scheme))
+        check_url(parsed)
+        assert parsed.host is not None
+        guard.fetching(parsed.host)
+        await guard.addresses(parsed.host, parsed.port or 443)
+    except (FetchRefused, OSError, ValueError) as exc:
+        log.info("browser request refused: %s (%s)", url[:200], exc)
+        return False
+    return True
+
+
 def request_guard(guard: Guard) -> Callable[[Route], Awaitable[None]]:
     """A Playwright route handler: every request the page makes (the results page, its
     scripts, images, XHR, redirects) goes out only to public addresses, as the downloader's
@@ -119,20 +144,23 @@ def request_guard(guard: Guard) -> Callable[[Route], Awaitable[None]]:
 
     async def handle(route: Route) -> None:
         url = route.request.url
-        if url.startswith(LOCAL_SCHEMES):
+        if url.startswith(LOCAL_SCHEMES) or await _public(guard, url):
             await route.continue_()
-            return
-        try:
-            parsed = URL(url)
-            check_url(parsed)
-            assert parsed.host is not None
-            guard.fetching(parsed.host)
-            await guard.addresses(parsed.host, parsed.port or 443)
-        except (FetchRefused, OSError, ValueError) as exc:
-            log.info("browser request refused: %s (%s)", url[:200], exc)
+        else:
             await route.abort("blockedbyclient")
-            return
-        await route.continue_()
+
+    return handle
+
+
+def socket_guard(guard: Guard) -> Callable[[WebSocketRoute], Awaitable[None]]:
+    """The same for WebSockets, which request routes never see: a page's socket reaches
+    its server only at a public address; any other is closed before it connects."""
+
+    async def handle(socket: WebSocketRoute) -> None:
+        if await _public(guard, socket.url):
+            socket.connect_to_server()
+        else:
+            await socket.close(code=1008, reason="refused")
 
     return handle
 
@@ -153,6 +181,7 @@ async def browser_context(
             )
             if guard is not None:
                 await context.route("**/*", request_guard(guard))
+                await context.route_web_socket(lambda _url: True, socket_guard(guard))
             yield context
         finally:
             await browser.close()

@@ -1,7 +1,8 @@
 """The harvest browser reaches public addresses only: what a results page asks for on an
 address outside the allowlist (here another loopback address standing in for the database
-or the metadata service) is refused before Chromium connects. The same holds when Chromium
-runs apart from the worker, started by a Playwright server (compose's ``browser`` service)."""
+or the metadata service) is refused before Chromium connects, WebSockets included. The same
+holds when Chromium runs apart from the worker, started by a Playwright server (compose's
+``browser`` service)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
+from websockets.sync.server import serve
 
 from tests.services import free_port, wait_for_port
 from tests.workers.harvest.server import LocalServer, Reply, jpeg
@@ -42,7 +45,8 @@ def _visit_results_page(chromium: str, endpoint: str) -> None:
     ) as inside:
         page_html = (
             f'<html><body><img src="{inside.url}/secret.jpg">'
-            f'<script>fetch("{inside.url}/api").catch(() => {{}});</script>'
+            f'<script>fetch("{inside.url}/api").catch(() => {{}});'
+            f'new WebSocket("{inside.url.replace("http", "ws")}/socket");</script>'
             "<p>results</p></body></html>"
         ).encode()
         with LocalServer(
@@ -71,3 +75,31 @@ def test_chromium_started_by_a_playwright_server_keeps_the_guard(
     chromium: str, playwright_server: str
 ) -> None:
     _visit_results_page(chromium, endpoint=playwright_server)
+
+
+def test_a_websocket_to_a_public_address_still_connects(chromium: str) -> None:
+    port = free_port()
+    with serve(lambda socket: socket.send(f"echo {socket.recv()}"), "127.0.0.1", port) as echo:
+        threading.Thread(target=echo.serve_forever, daemon=True).start()
+        page_html = (
+            f'<html><body><p>waiting</p><script>const s = new WebSocket("ws://127.0.0.1:{port}/");'
+            's.onopen = () => s.send("bears");'
+            's.onmessage = (e) => { document.querySelector("p").textContent = e.data; };'
+            "</script></body></html>"
+        ).encode()
+        with LocalServer(
+            {"/": lambda _: Reply(body=page_html, headers={"Content-Type": "text/html"})}
+        ) as engine:
+            guard = Guard(AddressPolicy.from_setting("127.0.0.1/32"))
+
+            async def visit() -> str:
+                async with browser_context(chromium, guard=guard) as context:
+                    page = await context.new_page()
+                    await page.goto(f"{engine.url}/search")
+                    await page.wait_for_function(
+                        "document.querySelector('p').textContent !== 'waiting'"
+                    )
+                    return await page.inner_text("p")
+
+            assert asyncio.run(visit()) == "echo bears"
+        echo.shutdown()

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from websockets.sync.server import serve
+from websockets.sync.server import ServerConnection, serve
 
 from tests.services import free_port, wait_for_port
 from tests.workers.harvest.server import LocalServer, Reply, jpeg
@@ -79,7 +79,12 @@ def test_chromium_started_by_a_playwright_server_keeps_the_guard(
 
 def test_a_websocket_to_a_public_address_still_connects(chromium: str) -> None:
     port = free_port()
-    with serve(lambda socket: socket.send(f"echo {socket.recv()}"), "127.0.0.1", port) as echo:
+
+    def answer(socket: ServerConnection) -> None:
+        message = socket.recv()
+        socket.send("echo " + (message if isinstance(message, str) else message.decode()))
+
+    with serve(answer, "127.0.0.1", port) as echo:
         threading.Thread(target=echo.serve_forever, daemon=True).start()
         page_html = (
             f'<html><body><p>waiting</p><script>const s = new WebSocket("ws://127.0.0.1:{port}/");'

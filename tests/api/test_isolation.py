@@ -62,6 +62,7 @@ class World:
     a: dict[str, Any]  # ids and names of project A (the victim)
     b: dict[str, Any]  # project B of the outsider
     tokens: dict[str, str]
+    data_dir: Path
 
 
 def _seed(
@@ -148,7 +149,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         for user in ("alice", "bob", "vic"):
             login = {"username": user, "password": f"{user}-password", "name": "t"}
             tokens[user] = client.post("/api/auth/tokens", json=login).json()["token"]
-        yield World(client, factory, a, b, tokens)
+        yield World(client, factory, a, b, tokens, settings.data_dir)
 
 
 def _routes(client: TestClient) -> list[tuple[str, str, dict[str, Any]]]:
@@ -202,8 +203,16 @@ def _json_body(url: str, world: World) -> dict[str, Any]:
     return {"name": "renamed"}
 
 
-def _snapshot(factory: sessionmaker[Session], project_id: int) -> tuple[Any, ...]:
-    with transaction(factory) as s:
+def _snapshot(world: World) -> tuple[Any, ...]:
+    """Project A's rows, and every file of the data directory (but the database's own):
+    a refused upload must not have left anything on disk either."""
+    project_id = world.a["project_id"]
+    files = sorted(
+        (str(path.relative_to(world.data_dir)), path.stat().st_size)
+        for path in world.data_dir.rglob("*")
+        if path.is_file() and not path.name.startswith("winnow.sqlite")
+    )
+    with transaction(world.factory) as s:
         images = s.execute(
             select(Image.id, Image.state, Image.label_id, Image.version)
             .where(Image.project_id == project_id)
@@ -213,7 +222,7 @@ def _snapshot(factory: sessionmaker[Session], project_id: int) -> tuple[Any, ...
             s.scalar(select(func.count()).select_from(t).where(t.project_id == project_id))
             for t in (LabelEvent, Job, ModelVersion, ProjectMember)
         )
-        return (tuple(images), counts)
+        return (tuple(images), counts, tuple(files))
 
 
 def _leaks(text: str, a: dict[str, Any]) -> list[str]:
@@ -221,7 +230,7 @@ def _leaks(text: str, a: dict[str, Any]) -> list[str]:
 
 
 def test_an_outsider_gets_nothing_of_another_project_on_any_route(world: World) -> None:
-    before = _snapshot(world.factory, world.a["project_id"])
+    before = _snapshot(world)
     routes = _routes(world.client)
     assert len(routes) > 25
     for method, path, op in routes:
@@ -229,11 +238,11 @@ def test_an_outsider_gets_nothing_of_another_project_on_any_route(world: World) 
         response = _call(world, "bob", method, url, op)
         assert response.status_code in (403, 404), (method, url, response.status_code)
         assert not _leaks(response.text, world.a), (method, url, response.text)
-    assert _snapshot(world.factory, world.a["project_id"]) == before
+    assert _snapshot(world) == before
 
 
 def test_ids_of_another_project_inside_ones_own_project_are_refused(world: World) -> None:
-    before = _snapshot(world.factory, world.a["project_id"])
+    before = _snapshot(world)
     a, b = world.a, world.b
     for method, path, op in _routes(world.client):
         if not any(f"{{{k}}}" in path for k in IDS[1:]):
@@ -267,18 +276,18 @@ def test_ids_of_another_project_inside_ones_own_project_are_refused(world: World
             )
             == 0
         )
-    assert _snapshot(world.factory, world.a["project_id"]) == before
+    assert _snapshot(world) == before
 
 
 def test_a_viewer_cannot_write(world: World) -> None:
-    before = _snapshot(world.factory, world.a["project_id"])
+    before = _snapshot(world)
     for method, path, op in _routes(world.client):
         if method not in WRITE or path.endswith("/predict"):
             continue
         url = _fill(path, world.a)
         response = _call(world, "vic", method, url, op)
         assert response.status_code == 403, (method, url, response.status_code, response.text)
-    assert _snapshot(world.factory, world.a["project_id"]) == before
+    assert _snapshot(world) == before
 
 
 def test_an_outsider_gets_no_page_of_another_project(world: World) -> None:

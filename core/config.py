@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         "Redis, whose server is then shared by every API process.",
     )
 
+    metrics_token: str = Field(
+        default="",
+        description="Bearer token Prometheus must send to read /metrics; open if empty.",
+    )
+
     max_pixels: int = 64_000_000
     min_image_side: int = 32
     normal_max_side: int = 512

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -65,6 +66,12 @@ async def ready(request: Request) -> Response:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus text format: requests by route and status with latency; jobs by kind and
-    state, images by state and queue depth, read at scrape time."""
+    state, images by state and queue depth, read at scrape time. Counts over every project
+    and no names; with WINNOW_METRICS_TOKEN set, only a scraper that sends it reads them."""
+    expected = request.app.state.settings.metrics_token
+    if expected:
+        sent = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if not secrets.compare_digest(sent.encode(), expected.encode()):
+            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
     body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

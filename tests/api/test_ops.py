@@ -117,3 +117,14 @@ def test_an_unreachable_database_is_reported_without_its_address(tmp_path: Path)
             assert "unavailable" in response.text or "unreachable" in response.text
             for secret in (str(port), "127.0.0.1", "hunter2"):
                 assert secret not in response.text, (path, response.text)
+
+
+def test_metrics_answer_only_the_scraper_when_a_token_is_set(tmp_path: Path) -> None:
+    settings, _ = migrated(tmp_path, "k")
+    settings = settings.model_copy(update={"metrics_token": "scrape-me"})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/metrics").status_code == 401
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer guess"})
+        assert wrong.status_code == 401
+        scraped = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert scraped.status_code == 200 and "winnow_jobs" in scraped.text

@@ -27,6 +27,7 @@ from api.main import create_app
 from core.config import Settings
 from core.db import transaction
 from core.ingest import Provenance, add_image
+from core.kinds import KINDS
 from core.labels import Change, apply_change
 from core.projects import create_project
 from core.schemas import ClassIn, ProjectIn
@@ -267,6 +268,11 @@ def test_ids_of_another_project_inside_ones_own_project_are_refused(world: World
     for path in ("models/1/weights", "../1/weights/x.safetensors", f"/abs/{a['weights']}"):
         body = {"kind": "train", "params": {"weights_file": path}}
         assert world.client.post(own_jobs, json=body, headers=auth).status_code == 422
+    # Kinds only the server makes (a zip import names its upload by path) cannot be requested.
+    foreign_file = f"projects/{a['project_id']}/weights/{a['weights']}"
+    for kind in (name for name, k in KINDS.items() if not k.requestable):
+        body = {"kind": str(kind), "params": {"upload": foreign_file}}
+        assert world.client.post(own_jobs, json=body, headers=auth).status_code == 422, kind
     with transaction(world.factory) as s:
         assert (
             s.scalar(

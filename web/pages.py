@@ -240,6 +240,17 @@ def tokens_page(request: Request, session: DbSession, user: PageUser) -> Respons
     return _render(request, "tokens.html", user, tokens=tokens)
 
 
+@router.get("/admin/users", response_class=HTMLResponse)
+def users_page(request: Request, session: DbSession, user: PageUser) -> Response:
+    """Admins: every account; create, disable or enable, make admin, reset a password."""
+    if user is None:
+        raise LoginRequired()
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin only")
+    accounts = session.scalars(select(User).order_by(User.id)).all()
+    return _render(request, "users.html", user, accounts=accounts)
+
+
 @router.get("/projects/{project_id}/models/{model_id}/try", response_class=HTMLResponse)
 def predict_page(
     project_id: RowId, model_id: RowId, request: Request, session: DbSession, access: PageAccess

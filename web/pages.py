@@ -131,7 +131,16 @@ def jobs_panel(
     jobs = session.scalars(
         select(Job).where(Job.project_id == project_id).order_by(Job.id.desc()).limit(20)
     ).all()
-    active = any(j.status in (JobStatus.queued, JobStatus.running) for j in jobs)
+    live = [j for j in jobs if j.status in (JobStatus.queued, JobStatus.running)]
+    # A model in training shows its curves here, growing with each epoch while the panel polls.
+    train_ids = [j.id for j in live if j.kind == JobKindName.train]
+    training = (
+        session.scalars(
+            select(ModelVersion).where(ModelVersion.job_id.in_(train_ids)).order_by(ModelVersion.id)
+        ).all()
+        if train_ids
+        else []
+    )
     return _render(
         request,
         "_jobs.html",
@@ -139,7 +148,8 @@ def jobs_panel(
         project=access.project,
         jobs=jobs,
         access=access,
-        active=active,
+        active=bool(live),
+        training=training,
         kinds=KINDS,
     )
 
@@ -210,6 +220,22 @@ def model_page(
     detail = ModelDetail.full(load_version(session, project_id, model_id))
     return _render(
         request, "model.html", access.user, access=access, project=access.project, model=detail
+    )
+
+
+@router.get("/projects/{project_id}/models/{model_id}/curves", response_class=HTMLResponse)
+def curves_panel(
+    project_id: RowId, model_id: RowId, request: Request, session: DbSession, access: PageAccess
+) -> Response:
+    """A model's epochs and curves; it fetches itself again only while the model trains."""
+    detail = ModelDetail.full(load_version(session, project_id, model_id))
+    return _render(
+        request,
+        "_curves.html",
+        access.user,
+        project=access.project,
+        model=detail,
+        finished_now=bool(request.headers.get("hx-request")) and detail.status != "training",
     )
 
 

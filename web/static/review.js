@@ -21,7 +21,19 @@
     const n = marked().length;
     const bar = document.getElementById("marks");
     if (bar) bar.textContent = n ? `${n} marked: a key now acts on all of them (Escape clears)` : "";
+    const buttons = document.getElementById("bulk");
+    if (buttons) buttons.hidden = !n;
   }
+
+  // The same bulk actions for the mouse: the buttons beside the count of marked tiles.
+  document.getElementById("bulk")?.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-bulk]");
+    if (!button) return;
+    const action = button.dataset.bulk;
+    if (action === "clear") { tiles().forEach((t) => mark(t, false)); showMarks(); return; }
+    const label = document.querySelector("[data-bulk-label]").value;
+    await bulk(action === "relabel" ? { action, label } : { action });
+  });
 
   async function bulk(body) {
     const chosen = marked();

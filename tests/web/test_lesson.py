@@ -26,7 +26,8 @@ from core.migrate import upgrade
 from core.tables import Image, ImageClass, LabelEvent, User
 from core.users import create_user
 from tests.imagegen import imagefolder_zip, picture
-from tests.services import REPO, WorkerProcess, free_port
+from tests.services import WorkerProcess, free_port
+from tests.web.artifacts import screenshot
 from tests.web.test_pages import chromium_path
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -34,7 +35,6 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 # A server, a worker that trains, and Chromium: tens of seconds.
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-ARTIFACTS = REPO / "test-artifacts" / "web"
 JOB_TIMEOUT = 240_000  # ms: a worker starting on a busy machine, then a tiny training run
 
 
@@ -81,7 +81,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
         with playwright_sync.sync_playwright() as p:
             browser = p.chromium.launch(
@@ -115,10 +114,6 @@ def _person(live: Live, username: str) -> Any:
     return page
 
 
-def _shot(page: Any, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
 def _wait_job(live: Live, page: Any, title: str) -> None:
     """Until the jobs panel shows the newest job of that kind as succeeded."""
     deadline = time.monotonic() + JOB_TIMEOUT / 1000
@@ -150,7 +145,7 @@ def test_from_a_zip_to_a_prediction_then_a_colleague_reviews_beside_the_owner(
     live: Live, tmp_path: Path
 ) -> None:
     ann = _person(live, "ann")
-    _shot(ann, "projects")
+    screenshot(ann, "projects")
     ann.fill("#new-project input[name=name]", "Colours")
     ann.fill("#new-project textarea", "red: red things\nblue: blue things")
     ann.click("#new-project button")
@@ -175,13 +170,13 @@ def test_from_a_zip_to_a_prediction_then_a_colleague_reviews_beside_the_owner(
     _wait_job(live, ann, "Train")
     ann.goto(project_url)
     ann.wait_for_selector("table.balance")
-    _shot(ann, "project")
+    screenshot(ann, "project")
 
     # The model page: curves in place, confusion matrix; then the predict page.
     ann.click("#jobs a:has-text('model')")
     ann.wait_for_selector("table.confusion")
     assert ann.locator(".curves[hx-trigger]").count() == 0  # done training: no polling
-    _shot(ann, "model")
+    screenshot(ann, "model")
     ann.click("a:has-text('Try it on your images')")
     picture_file = tmp_path / "which.jpg"
     picture_file.write_bytes(picture("red", 500))
@@ -190,7 +185,7 @@ def test_from_a_zip_to_a_prediction_then_a_colleague_reviews_beside_the_owner(
     ann.wait_for_selector("figure.predicted .prediction img.heatmap")
     labels = ann.locator("figure.predicted .prediction .class span:first-child").all_inner_texts()
     assert sorted(labels) == ["blue", "red"]
-    _shot(ann, "predict")
+    screenshot(ann, "predict")
 
     # Share the project with bob, as an editor.
     ann.goto(f"{project_url}/members")
@@ -198,7 +193,7 @@ def test_from_a_zip_to_a_prediction_then_a_colleague_reviews_beside_the_owner(
     ann.select_option("[data-member-invite] select[name=role]", "editor")
     ann.click("[data-member-invite] button")
     ann.wait_for_selector("tr[data-username=bob]")
-    _shot(ann, "members")
+    screenshot(ann, "members")
 
     # Bob, in a browser of his own, relabels the first image by keyboard.
     bob = _person(live, "bob")
@@ -212,7 +207,7 @@ def test_from_a_zip_to_a_prediction_then_a_colleague_reviews_beside_the_owner(
     bob.keyboard.press("2" if other == "blue" else "1")
     bob.wait_for_selector(f'.tile[data-id="{ids[0]}"].done')
     assert _label_of(live, ids[0]) == other
-    _shot(bob, "review-bob")
+    screenshot(bob, "review-bob")
 
     # Both on the second image: bob deletes it; ann's page has not heard of that yet (her
     # poll for others' changes is held back), so her keep meets bob's change: a conflict.
@@ -226,7 +221,7 @@ def test_from_a_zip_to_a_prediction_then_a_colleague_reviews_beside_the_owner(
     ann.wait_for_selector(f'.tile[data-id="{ids[1]}"].conflict')
     assert "changed by someone else" in ann.inner_text("#flash")
     assert "deleted" in ann.inner_text(f'.tile[data-id="{ids[1]}"] .state')
-    _shot(ann, "review-conflict")
+    screenshot(ann, "review-conflict")
     ann.unroute(_others_changes)
 
     # Bob marks a range with shift-click and relabels all of it with one key.
@@ -249,7 +244,7 @@ def test_from_a_zip_to_a_prediction_then_a_colleague_reviews_beside_the_owner(
     ann.goto(f"{project_url}/history")
     ann.wait_for_selector("#history tbody tr")
     assert "bob" in ann.inner_text("#history")
-    _shot(ann, "history")
+    screenshot(ann, "history")
     ann.context.close()
     bob.context.close()
 
@@ -284,7 +279,7 @@ def test_a_class_named_like_markup_opens_no_dialog_on_any_page(live: Live, tmp_p
     ann.goto(f"{project_url}/review?state=all")
     ann.wait_for_selector(".tile.selected")
     assert name in ann.inner_text(".tile .label")
-    _shot(ann, "review-markup")
+    screenshot(ann, "review-markup")
     assert dialogs == []
     ann.context.close()
 
@@ -301,13 +296,13 @@ def test_an_admin_creates_and_disables_a_user_and_makes_a_token(live: Live) -> N
     with transaction(live.factory) as s:
         carl = s.scalar(select(User).where(User.username == "carl"))
         assert carl is not None and not carl.is_active
-    _shot(ann, "users")
+    screenshot(ann, "users")
 
     ann.click("header a:has-text('Tokens')")
     ann.fill("[data-token-create] input[name=name]", "scripts")
     ann.click("[data-token-create] button")
     assert ann.wait_for_selector("#new-token code").inner_text().startswith("wn_")
-    _shot(ann, "tokens")
+    screenshot(ann, "tokens")
     ann.context.close()
 
 
@@ -324,9 +319,11 @@ def test_the_api_docs_render_their_operations_with_the_network_blocked(live: Liv
             route.abort()
 
     page.route("**/*", only_this_machine)
+    page.goto(f"{live.url}/login")
+    screenshot(page, "login")
     page.goto(f"{live.url}/api/docs")
     page.wait_for_selector(".opblock", timeout=15_000)
     assert page.locator(".opblock").count() > 20
     assert outside == []
-    _shot(page, "api-docs")
+    screenshot(page, "api-docs")
     context.close()

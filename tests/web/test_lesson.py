@@ -233,13 +233,23 @@ def test_from_a_zip_to_a_prediction_then_a_colleague_reviews_beside_the_owner(
     assert _label_of(live, ids[2]) == _label_of(live, ids[3]) == "red"
     # ... and with the mouse: ctrl-click marks one tile, a button acts on the marked ones.
     bob.click(f'.tile[data-id="{ids[3]}"]', modifiers=["Control"])
-    bob.click("#bulk [data-bulk=relabel]")  # as the first class, red: it is already
+    bob.click("#bulk [data-bulk=keep]")
     bob.wait_for_selector("#flash:has-text('1 changed')")
     assert bob.locator("#bulk").is_hidden()
     with transaction(live.factory) as s:
         bob_id = s.scalar(select(User.id).where(User.username == "bob"))
-        sources = set(s.scalars(select(LabelEvent.source).where(LabelEvent.user_id == bob_id)))
-    assert sources == {"ui", "bulk"}
+        bobs = s.execute(
+            select(LabelEvent.image_id, LabelEvent.action, LabelEvent.source)
+            .where(LabelEvent.user_id == bob_id)
+            .order_by(LabelEvent.id)
+        ).all()
+    assert [tuple(row) for row in bobs] == [
+        (ids[0], "relabel", "ui"),
+        (ids[1], "delete", "ui"),
+        (ids[2], "relabel", "bulk"),
+        (ids[3], "relabel", "bulk"),
+        (ids[3], "keep", "bulk"),
+    ]
 
     ann.goto(f"{project_url}/history")
     ann.wait_for_selector("#history tbody tr")

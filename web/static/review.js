@@ -126,8 +126,10 @@
     } catch (error) { winnow.flash(error.message, "error"); }
   }
 
-  // Other reviewers' changes show up within a few seconds.
+  // Other reviewers' changes show up within a few seconds; a page in a background tab asks
+  // nothing (it catches up with every change since its last one when it is shown again).
   async function poll() {
+    if (document.hidden) return;
     try {
       const url = lastEvent === null
         ? `/api/projects/${project}/events?limit=1`

@@ -120,7 +120,7 @@ KINDS: dict[JobKindName, JobKind] = {
             "Find learning rate",
             "steps",
             time_limit=2 * HOUR,
-            form=("arch", "image_size"),
+            form=("arch", "pretrained", "image_size"),
         ),
         JobKind(
             JobKindName.train,
@@ -131,7 +131,7 @@ KINDS: dict[JobKindName, JobKind] = {
             "Train",
             "steps",
             time_limit=24 * HOUR,
-            form=("arch", "epochs", "image_size", "lr"),
+            form=("arch", "pretrained", "epochs", "image_size", "lr"),
         ),
         JobKind(
             JobKindName.rank,

@@ -112,11 +112,23 @@ class ModelDetail(ModelSummary):
         )
 
 
+class ClassProbability(BaseModel):
+    label: str
+    probability: float
+
+
 class PredictionOut(BaseModel):
     filename: str
     label: str
     probability: float
-    probabilities: dict[str, float]
+    probabilities: dict[str, float] = Field(description="Every class's probability.")
+    top: list[ClassProbability] = Field(description="The top_k classes, most likely first.")
+    gradcam: str | None = Field(
+        default=None,
+        description="With gradcam=true: a data: URL of a JPEG, the image (centre crop, as "
+        "the model sees it) with the Grad-CAM heatmap of the predicted class over it. Null "
+        "for a model exported before heatmaps were part of the export.",
+    )
 
 
 class PredictOut(BaseModel):

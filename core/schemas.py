@@ -32,6 +32,21 @@ class UserIn(BaseModel):
     is_admin: bool = False
 
 
+class UserPatch(BaseModel):
+    """What an admin changes of an account; fields left out stay as they are."""
+
+    is_active: bool | None = Field(
+        default=None, description="false disables the account: its sessions and tokens stop"
+    )
+    is_admin: bool | None = None
+    password: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=200,
+        description="A new password; it ends every session of the user (tokens stay).",
+    )
+
+
 class UserOut(_Out):
     id: int
     username: str

@@ -33,6 +33,17 @@ def create_user(session: Session, username: str, password: str, is_admin: bool =
     return user
 
 
+def set_password(user: User, password: str) -> None:
+    """A new password, and every session signed before it ends (as a logout does)."""
+    user.password_hash = hash_password(password)
+    user.session_epoch += 1
+
+
+def active_admins(session: Session) -> int:
+    query = select(func.count()).select_from(User)
+    return session.scalar(query.where(User.is_admin.is_(True), User.is_active.is_(True))) or 0
+
+
 def ensure_admin(session: Session, password: str) -> str | None:
     """Create user 'admin' when there are no users; return the password if it was generated."""
     if session.scalar(select(func.count()).select_from(User)):

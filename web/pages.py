@@ -141,7 +141,16 @@ def jobs_panel(
     jobs = session.scalars(
         select(Job).where(Job.project_id == project_id).order_by(Job.id.desc()).limit(20)
     ).all()
-    active = any(j.status in (JobStatus.queued, JobStatus.running) for j in jobs)
+    live = [j for j in jobs if j.status in (JobStatus.queued, JobStatus.running)]
+    # A model in training shows its curves here, growing with each epoch while the panel polls.
+    train_ids = [j.id for j in live if j.kind == JobKindName.train]
+    training = (
+        session.scalars(
+            select(ModelVersion).where(ModelVersion.job_id.in_(train_ids)).order_by(ModelVersion.id)
+        ).all()
+        if train_ids
+        else []
+    )
     return _render(
         request,
         "_jobs.html",
@@ -149,7 +158,8 @@ def jobs_panel(
         project=access.project,
         jobs=jobs,
         access=access,
-        active=active,
+        active=bool(live),
+        training=training,
         kinds=KINDS,
     )
 
@@ -223,6 +233,22 @@ def model_page(
     )
 
 
+@router.get("/projects/{project_id}/models/{model_id}/curves", response_class=HTMLResponse)
+def curves_panel(
+    project_id: RowId, model_id: RowId, request: Request, session: DbSession, access: PageAccess
+) -> Response:
+    """A model's epochs and curves; it fetches itself again only while the model trains."""
+    detail = ModelDetail.full(load_version(session, project_id, model_id))
+    return _render(
+        request,
+        "_curves.html",
+        access.user,
+        project=access.project,
+        model=detail,
+        finished_now=bool(request.headers.get("hx-request")) and detail.status != "training",
+    )
+
+
 @router.get("/projects/{project_id}/members", response_class=HTMLResponse)
 def members_page(
     project_id: RowId, request: Request, session: DbSession, access: PageAccess
@@ -248,6 +274,17 @@ def tokens_page(request: Request, session: DbSession, user: PageUser) -> Respons
         select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
     ).all()
     return _render(request, "tokens.html", user, tokens=tokens)
+
+
+@router.get("/admin/users", response_class=HTMLResponse)
+def users_page(request: Request, session: DbSession, user: PageUser) -> Response:
+    """Admins: every account; create, disable or enable, make admin, reset a password."""
+    if user is None:
+        raise LoginRequired()
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin only")
+    accounts = session.scalars(select(User).order_by(User.id)).all()
+    return _render(request, "users.html", user, accounts=accounts)
 
 
 @router.get("/projects/{project_id}/models/{model_id}/try", response_class=HTMLResponse)

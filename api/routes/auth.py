@@ -20,7 +20,16 @@ from api.deps import (
     start_session,
 )
 from core import users
-from core.schemas import LoginIn, TokenCreated, TokenIn, TokenLogin, TokenOut, UserIn, UserOut
+from core.schemas import (
+    LoginIn,
+    TokenCreated,
+    TokenIn,
+    TokenLogin,
+    TokenOut,
+    UserIn,
+    UserOut,
+    UserPatch,
+)
 from core.security import (
     SESSION_COOKIE,
     new_api_token,
@@ -71,6 +80,27 @@ def create_user(body: UserIn, session: DbSession, _admin: AdminUser) -> User:
         return users.create_user(session, body.username, body.password, body.is_admin)
     except IntegrityError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, f"user {body.username!r} exists") from exc
+
+
+@router.patch("/users/{user_id}", response_model=UserOut)
+def update_user(body: UserPatch, user_id: RowId, session: DbSession, admin: AdminUser) -> User:
+    """Disable or enable an account, make or unmake an admin, reset a password."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {user_id} not found")
+    demoted = body.is_admin is False or body.is_active is False
+    if demoted and user.id == admin.id:
+        raise HTTPException(status.HTTP_409_CONFLICT, "an admin cannot disable or demote themself")
+    if body.is_active is not None:
+        user.is_active = body.is_active
+    if body.is_admin is not None:
+        user.is_admin = body.is_admin
+    if body.password is not None:
+        users.set_password(user, body.password)
+    session.flush()
+    if users.active_admins(session) == 0:
+        raise HTTPException(status.HTTP_409_CONFLICT, "at least one active admin must remain")
+    return user
 
 
 @router.get("/users/me/tokens", response_model=list[TokenOut])

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, HTTPException, UploadFile, status
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 
 from api.deps import DbSession, ProjectAccess, RowId, SettingsDep, load_version
 from core.config import Settings
 from core.decode import decode_limits
-from core.model_version_schemas import ModelDetail, ModelSummary, PredictionOut, PredictOut
+from core.model_version_schemas import (
+    ClassProbability,
+    ModelDetail,
+    ModelSummary,
+    PredictionOut,
+    PredictOut,
+)
 from core.plots import losses_svg, lr_find_svg
 from core.predictor import UnreadableImage, load_predictor
 from core.tables import Job, ModelVersion
@@ -122,9 +129,15 @@ def predict(
     access: ProjectAccess,
     session: DbSession,
     settings: SettingsDep,
+    top_k: Annotated[int, Query(ge=1, le=1000, description="Classes listed in top.")] = 5,
+    gradcam: Annotated[
+        bool, Query(description="Add each image with its Grad-CAM heatmap (a JPEG data URL).")
+    ] = False,
 ) -> PredictOut:
     """Classes with probabilities for each uploaded image, from the model's ONNX export.
 
+    The heatmap needs no torch: the export's second output holds each class's Grad-CAM map
+    of the last conv block (workers/training/cam.py), which numpy lays over the image.
     A plain (not async) route: FastAPI runs it in a thread, so inference does not block
     the event loop.
     """
@@ -145,7 +158,7 @@ def predict(
         blobs.append(data)
     predictor = load_predictor(onnx_path, metadata_path)
     try:
-        results = predictor.predict(blobs, decode_limits(settings))
+        results = predictor.predict(blobs, decode_limits(settings), heatmaps=gradcam)
     except UnreadableImage as exc:
         name = files[exc.index].filename or f"image {exc.index + 1}"
         raise HTTPException(
@@ -159,6 +172,12 @@ def predict(
                 label=r.label,
                 probability=r.probability,
                 probabilities=r.probabilities,
+                top=[ClassProbability(label=c, probability=p) for c, p in r.ranked[:top_k]],
+                gradcam=(
+                    "data:image/jpeg;base64," + base64.b64encode(r.heatmap).decode()
+                    if r.heatmap
+                    else None
+                ),
             )
             for upload, r in zip(files, results, strict=True)
         ],

@@ -29,6 +29,7 @@ from core.users import create_user
 from tests.conftest import migrated
 from tests.imagegen import picture
 from tests.services import free_port
+from tests.web.artifacts import screenshot
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -258,7 +259,7 @@ def test_the_predict_page_shows_top_classes_for_two_models_side_by_side(
     for n in range(2):
         labels = columns.nth(n).locator(".class span:first-child").all_inner_texts()
         assert sorted(labels) == ["blue", "red"]
-    page.screenshot(path=str(tmp_path / "predict.png"))
+    screenshot(page, "predict-compare")
 
 
 def test_bulk_relabel_by_keyboard_reports_the_tile_someone_else_changed(site: Site, page) -> None:

@@ -1,5 +1,6 @@
 // The predict page: images go to the REST predict endpoint of this model (and of a second
-// model to compare); each image shows its top classes with their probabilities.
+// model to compare); each image shows its top classes with their probabilities and the
+// Grad-CAM heatmap of the predicted class, as the endpoint returns them.
 "use strict";
 
 (() => {
@@ -7,8 +8,8 @@
   if (!card) return;
   const form = card.querySelector("[data-predict]");
   const out = document.getElementById("predictions");
-  const url = (model) => `/api/projects/${card.dataset.project}/models/${model}/predict`;
-  const TOP = 3;
+  const TOP = 5;
+  const url = (model) => `/api/projects/${card.dataset.project}/models/${model}/predict?top_k=${TOP}&gradcam=true`;
 
   async function predict(model, files) {
     const body = new FormData();
@@ -20,14 +21,23 @@
     const box = document.createElement("div");
     box.className = "prediction";
     box.appendChild(document.createElement("h3")).textContent = title;
-    const ranked = Object.entries(prediction.probabilities).sort((a, b) => b[1] - a[1]);
-    for (const [label, p] of ranked.slice(0, TOP)) {
+    if (prediction.gradcam) {
+      const heat = box.appendChild(document.createElement("img"));
+      heat.className = "heatmap";
+      heat.src = prediction.gradcam;
+      heat.alt = `where model looked for ${prediction.label}`;
+      heat.title = `Grad-CAM of ${prediction.label}`;
+      const note = box.appendChild(document.createElement("p"));
+      note.className = "muted heat-note";
+      note.textContent = `where it looked for ${prediction.label}`;
+    }
+    for (const { label, probability } of prediction.top) {
       const row = box.appendChild(document.createElement("div"));
       row.className = label === prediction.label ? "top class" : "class";
       row.appendChild(document.createElement("span")).textContent = label;
       const meter = row.appendChild(document.createElement("meter"));
-      meter.min = 0; meter.max = 1; meter.value = p;
-      row.appendChild(document.createElement("span")).textContent = `${(100 * p).toFixed(1)}%`;
+      meter.min = 0; meter.max = 1; meter.value = probability;
+      row.appendChild(document.createElement("span")).textContent = `${(100 * probability).toFixed(1)}%`;
     }
     return box;
   }

@@ -21,7 +21,19 @@
     const n = marked().length;
     const bar = document.getElementById("marks");
     if (bar) bar.textContent = n ? `${n} marked: a key now acts on all of them (Escape clears)` : "";
+    const buttons = document.getElementById("bulk");
+    if (buttons) buttons.hidden = !n;
   }
+
+  // The same bulk actions for the mouse: the buttons beside the count of marked tiles.
+  document.getElementById("bulk")?.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-bulk]");
+    if (!button) return;
+    const action = button.dataset.bulk;
+    if (action === "clear") { tiles().forEach((t) => mark(t, false)); showMarks(); return; }
+    const label = document.querySelector("[data-bulk-label]").value;
+    await bulk(action === "relabel" ? { action, label } : { action });
+  });
 
   async function bulk(body) {
     const chosen = marked();
@@ -114,8 +126,10 @@
     } catch (error) { winnow.flash(error.message, "error"); }
   }
 
-  // Other reviewers' changes show up within a few seconds.
+  // Other reviewers' changes show up within a few seconds; a page in a background tab asks
+  // nothing (it catches up with every change since its last one when it is shown again).
   async function poll() {
+    if (document.hidden) return;
     try {
       const url = lastEvent === null
         ? `/api/projects/${project}/events?limit=1`

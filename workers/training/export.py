@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from core.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from workers.training.cam import WithCam
 
 WEIGHTS = "weights.safetensors"
 METADATA = "metadata.json"
@@ -41,6 +42,15 @@ def metadata_for(
         "normalize": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "input": {"name": "image", "shape": ["batch", 3, image_size, image_size]},
         "output": {"name": "logits", "softmax": "apply to get probabilities"},
+        "cam": {
+            "name": "cam",
+            "shape": ["batch", len(classes), "h", "w"],
+            "meaning": (
+                "per class, the last conv block's channels weighed by the gradient of the "
+                "class's logit (Grad-CAM before its ReLU, times h*w); ReLU, scale to [0, 1] "
+                "and resize to the input for a heatmap"
+            ),
+        },
         "torchvision": torchvision.__version__,
         "reload": (
             f"torchvision.models.get_model({arch!r}, num_classes={len(classes)})"
@@ -50,9 +60,10 @@ def metadata_for(
     }
 
 
-def export_onnx(model: nn.Module, image_size: int, path: Path) -> None:
+def export_onnx(model: nn.Module, arch: str, image_size: int, path: Path) -> None:
+    """Two outputs: ``logits``, and ``cam`` for heatmaps without torch (training/cam.py)."""
     cpu_model = copy.deepcopy(model).float().cpu().eval()
-    cpu_model = cpu_model.to(memory_format=torch.contiguous_format)
+    cpu_model = WithCam(cpu_model.to(memory_format=torch.contiguous_format), arch).eval()
     example = torch.zeros(2, 3, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
@@ -62,7 +73,7 @@ def export_onnx(model: nn.Module, image_size: int, path: Path) -> None:
             (example,),
             str(path),
             input_names=["image"],
-            output_names=["logits"],
+            output_names=["logits", "cam"],
             dynamic_shapes=({0: batch},),
             # One self-contained file: the API loads it by path.
             external_data=False,
@@ -88,5 +99,5 @@ def export_model(
     metadata = metadata_for(arch, classes, image_size, extra)
     save_file(state, str(out_dir / WEIGHTS), metadata={"winnow": json.dumps(metadata)})
     (out_dir / METADATA).write_text(json.dumps(metadata, indent=2))
-    export_onnx(model, image_size, out_dir / ONNX)
+    export_onnx(model, arch, image_size, out_dir / ONNX)
     return {"weights": out_dir / WEIGHTS, "metadata": out_dir / METADATA, "onnx": out_dir / ONNX}

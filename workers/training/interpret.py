@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from core.heatmap import blend
 from core.preprocess import center_crop, decode_rgb, normalise
 from workers.training.data import Sample
 from workers.training.fit import Evaluation
@@ -112,14 +113,6 @@ def gradcam(
     return (cam / peak).cpu().numpy() if peak > 0 else np.zeros(image.shape[1:], np.float32)
 
 
-def heat_colours(heat: np.ndarray) -> np.ndarray:
-    """A blue-to-red colour ramp (like matplotlib's jet) without matplotlib."""
-    r = np.clip(1.5 - np.abs(4 * heat - 3), 0, 1)
-    g = np.clip(1.5 - np.abs(4 * heat - 2), 0, 1)
-    b = np.clip(1.5 - np.abs(4 * heat - 1), 0, 1)
-    return (np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)
-
-
 def gradcam_png(
     model: nn.Module,
     arch: str,
@@ -132,6 +125,5 @@ def gradcam_png(
     """The image as the model saw it, with the heatmap blended over it."""
     array = center_crop(decode_rgb(sample.path, image_size), image_size)
     heat = gradcam(model, arch, torch.from_numpy(normalise(array)), target, device)
-    blended = 0.55 * array.astype(np.float32) + 0.45 * heat_colours(heat).astype(np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(blended.clip(0, 255).astype(np.uint8)).save(out, format="PNG")
+    Image.fromarray(blend(array, heat)).save(out, format="PNG")

@@ -22,6 +22,7 @@ from core.store import image_store
 from core.tables import ModelVersion
 from workers.runner import JobContext
 from workers.train import train_job
+from workers.training.cam import WithCam
 from workers.training.data import load_split
 
 # Real training runs, served processes: seconds each.
@@ -62,11 +63,16 @@ def test_export_reloads_with_the_same_predictions(
     with torch.inference_mode():
         torch_logits = model(torch.from_numpy(batch)).numpy()
 
+    with torch.inference_mode():
+        _, torch_cam = WithCam(model, "resnet18")(torch.from_numpy(batch))
+
     session = ort.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
-    (onnx_logits,) = session.run(None, {"image": batch})
+    onnx_logits, onnx_cam = session.run(["logits", "cam"], {"image": batch})
     np.testing.assert_allclose(onnx_logits, torch_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(onnx_cam, torch_cam.numpy(), rtol=1e-3, atol=1e-3)
+    assert onnx_cam.shape == (len(batch), 2, 1, 1)  # resnet's last block at 32 px: 1x1
     # A batch of one works too: the batch dimension is dynamic.
-    (single,) = session.run(None, {"image": batch[:1]})
+    (single,) = session.run(["logits"], {"image": batch[:1]})
     np.testing.assert_allclose(single, torch_logits[:1], rtol=1e-4, atol=1e-4)
 
     predictor = load_predictor(files["onnx"], files["metadata"])
@@ -77,6 +83,11 @@ def test_export_reloads_with_the_same_predictions(
         assert prediction.label == metadata["classes"][int(probs.argmax())]
         assert abs(prediction.probability - float(probs.max())) < 1e-4
         assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
+        assert prediction.ranked[0] == (prediction.label, prediction.probability)
+        assert prediction.heatmap is None
+    with_heat = predictor.predict(blobs[:2], heatmaps=True)
+    assert [p.label for p in with_heat] == [p.label for p in predictions[:2]]
+    assert all(p.heatmap and p.heatmap.startswith(b"\xff\xd8") for p in with_heat)
 
 
 def test_gradcam_heatmaps_are_images(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import random
@@ -10,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from safetensors.torch import load
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -113,6 +116,15 @@ def test_models_over_rest(
         assert p["label"] in ("grizzly", "black")
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-4
         assert p["probability"] == max(p["probabilities"].values())
+        assert p["top"][0]["label"] == p["label"] and len(p["top"]) == 2
+        assert p["gradcam"] is None  # only when asked
+    # The top classes, cut to top_k, and the heatmap of the predicted class as a JPEG.
+    asked = client.post(f"{base}/{second}/predict?top_k=1&gradcam=true", files=upload[:1])
+    (one,) = asked.json()["predictions"]
+    assert one["top"] == [{"label": one["label"], "probability": one["probability"]}]
+    assert one["gradcam"].startswith("data:image/jpeg;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(one["gradcam"].split(",", 1)[1]))) as heat:
+        assert heat.format == "JPEG" and heat.size == (224, 224)
     broken = client.post(
         f"{base}/{second}/predict", files=[("files", ("x.jpg", b"nope", "image/jpeg"))]
     )

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 from core.config import Settings
@@ -44,9 +44,9 @@ def image_key(sha256: str, variant: Variant = "raw") -> str:
 
 
 def check_key(key: str) -> str:
-    """A key names a file inside the store: relative, no '..', no empty parts."""
-    parts = PurePosixPath(key).parts
-    if not parts or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    """A key names a file inside the store: relative, no '..', no empty parts, no
+    backslashes (one path on every machine and in the bucket)."""
+    if any(part in ("", ".", "..") for part in key.split("/")) or "\\" in key:
         raise ValueError(f"not a store key: {key!r}")
     return key
 

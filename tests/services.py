@@ -253,3 +253,52 @@ class ServeProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self._log.close()
+
+
+class S3Server:
+    """An S3-compatible endpoint on 127.0.0.1 (moto's server, in a thread of this process)
+    with one bucket: the store that the machines of a deployment share."""
+
+    bucket = "winnow"
+
+    def __init__(self) -> None:
+        import logging
+
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        # One log line per request would drown the test output.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.client = boto3.client("s3", **self.credentials_kwargs())
+        self.client.create_bucket(Bucket=self.bucket)
+
+    def credentials_kwargs(self) -> dict[str, str]:
+        return {
+            "endpoint_url": self.endpoint,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "winnow-test",
+            "aws_secret_access_key": "winnow-test-secret",
+        }
+
+    def env(self, prefix: str) -> dict[str, str]:
+        """WINNOW_* settings of a machine that uses this bucket under ``prefix``."""
+        return {
+            "WINNOW_STORE_URL": f"s3://{self.bucket}/{prefix}",
+            "WINNOW_STORE_ENDPOINT_URL": self.endpoint,
+            "WINNOW_STORE_REGION": "us-east-1",
+            "WINNOW_STORE_ACCESS_KEY_ID": "winnow-test",
+            "WINNOW_STORE_SECRET_ACCESS_KEY": "winnow-test-secret",
+        }
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def stop(self) -> None:
+        self.server.stop()

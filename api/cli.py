@@ -24,7 +24,12 @@ def _migrate(settings: Settings) -> None:
 def cmd_migrate(_args: argparse.Namespace) -> int:
     settings = get_settings()
     _migrate(settings)
-    print(f"database at head: {settings.db_url}")
+    print(f"database at head: {make_engine(settings.db_url).url!r}")
+    if settings.store_url:
+        from core.s3store import s3_store
+
+        made = s3_store(settings).ensure_bucket()
+        print(f"store {'made' if made else 'ready'}: {settings.store_url}")
     return 0
 
 

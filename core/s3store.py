@@ -41,6 +41,17 @@ class S3Store(ImageStore):
     def __init__(self, client: Any, bucket: str, prefix: str, cache: Path) -> None:
         self.client, self.bucket, self.prefix, self.cache = client, bucket, prefix.strip("/"), cache
 
+    def ensure_bucket(self) -> bool:
+        """Make the bucket when there is none (a fresh MinIO); True when it made it."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            if not _missing(error):
+                raise
+            self.client.create_bucket(Bucket=self.bucket)
+            return True
+        return False
+
     def _key(self, key: str) -> str:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key

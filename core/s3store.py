@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,28 @@ def _missing(error: ClientError) -> bool:
     return code in ("404", "NoSuchKey", "NotFound")
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach the bucket; empty strings leave the choice to boto3 (AWS_* variables,
+    an instance role, the default region)."""
+
+    url: str = ""
+    region: str = ""
+    key_id: str = ""
+    secret: str = ""
+
+
 class S3Store(ImageStore):
-    def __init__(self, client: Any, bucket: str, prefix: str, cache: Path) -> None:
-        self.client, self.bucket, self.prefix, self.cache = client, bucket, prefix.strip("/"), cache
+    """Picklable (an endpoint, names and a folder): verification hands the store to its
+    decoder children, and each process makes its own client."""
+
+    def __init__(self, endpoint: Endpoint, bucket: str, prefix: str, cache: Path) -> None:
+        self.endpoint, self.bucket, self.cache = endpoint, bucket, cache
+        self.prefix = prefix.strip("/")
+
+    @property
+    def client(self) -> Any:
+        return _client(self.endpoint, os.getpid())
 
     def ensure_bucket(self) -> bool:
         """Make the bucket when there is none (a fresh MinIO); True when it made it."""
@@ -159,21 +179,21 @@ class S3Store(ImageStore):
 
 
 @lru_cache(maxsize=8)
-def _client(endpoint: str, region: str, key_id: str, secret: str, pid: int) -> Any:
-    """One client per configuration and process: creating one costs tens of milliseconds,
-    and a client must not cross a fork (its connection pool would be shared)."""
+def _client(endpoint: Endpoint, pid: int) -> Any:
+    """One client per endpoint and process: making one costs tens of milliseconds, and a
+    client must not cross a fork (its connection pool would be shared)."""
     config = Config(
         max_pool_connections=FETCH_THREADS * 2,
         retries={"max_attempts": 5, "mode": "standard"},
         # Path-style requests (host/bucket/key) work with MinIO and any endpoint's DNS.
-        s3={"addressing_style": "path"} if endpoint else None,
+        s3={"addressing_style": "path"} if endpoint.url else None,
     )
     return boto3.client(
         "s3",
-        endpoint_url=endpoint or None,
-        region_name=region or None,
-        aws_access_key_id=key_id or None,
-        aws_secret_access_key=secret or None,
+        endpoint_url=endpoint.url or None,
+        region_name=endpoint.region or None,
+        aws_access_key_id=endpoint.key_id or None,
+        aws_secret_access_key=endpoint.secret or None,
         config=config,
     )
 
@@ -188,11 +208,10 @@ def parse_store_url(url: str) -> tuple[str, str]:
 
 def s3_store(settings: Settings) -> S3Store:
     bucket, prefix = parse_store_url(settings.store_url)
-    client = _client(
+    endpoint = Endpoint(
         settings.store_endpoint_url,
         settings.store_region,
         settings.store_access_key_id,
         settings.store_secret_access_key,
-        os.getpid(),
     )
-    return S3Store(client, bucket, prefix, cache_dir(settings))
+    return S3Store(endpoint, bucket, prefix, cache_dir(settings))

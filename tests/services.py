@@ -207,15 +207,16 @@ def winnow_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 class ServeProcess:
-    """`winnow serve` on a free port, as a user starts it; stopped with SIGTERM."""
+    """`winnow serve` on a free port, as a user starts it (``args`` added, e.g.
+    --no-worker); stopped with SIGTERM."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *args],
             cwd=REPO,
             env=dict(env),
             stdout=self._log,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,3 +142,20 @@ def test_a_bucket_url_names_bucket_and_prefix(tmp_path: Path) -> None:
     store = image_store(Settings(data_dir=tmp_path, store_url="s3://b/p", store_region="x"))
     assert isinstance(store, S3Store) and store.staging_root == tmp_path / "cache"
     assert store.local_path("models/1/model.onnx") is None  # sent by streaming, not by path
+
+
+def test_a_bucket_store_crosses_into_child_processes(tmp_path: Path, s3_server: S3Server) -> None:
+    # Verification hands the store to its decoder children, which pickle what they get.
+    env = s3_server.env("pickled")
+    settings = Settings(
+        data_dir=tmp_path,
+        store_url=env["WINNOW_STORE_URL"],
+        store_endpoint_url=env["WINNOW_STORE_ENDPOINT_URL"],
+        store_access_key_id=env["WINNOW_STORE_ACCESS_KEY_ID"],
+        store_secret_access_key=env["WINNOW_STORE_SECRET_ACCESS_KEY"],
+        store_region="us-east-1",
+    )
+    store = image_store(settings)
+    sha = store.put(b"bytes")
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.read(sha) == b"bytes"

@@ -139,17 +139,8 @@ def main() -> None:
     else:
         server = S3Server()
         where = f"moto on {server.endpoint}"
-        env = server.env(f"bench-{time.time_ns()}")
-        bucket = lambda d: image_store(  # noqa: E731
-            Settings(
-                data_dir=d,
-                store_url=env["WINNOW_STORE_URL"],
-                store_endpoint_url=env["WINNOW_STORE_ENDPOINT_URL"],
-                store_region="us-east-1",
-                store_access_key_id=env["WINNOW_STORE_ACCESS_KEY_ID"],
-                store_secret_access_key=env["WINNOW_STORE_SECRET_ACCESS_KEY"],
-            )
-        )
+        prefix = f"bench-{time.time_ns()}"
+        bucket = lambda d: image_store(server.settings(d, prefix))  # noqa: E731
     s3 = store_figures(bucket(work / "a"), bucket(work / "b"), images)
     if server is not None:
         server.stop()

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from api.cli import worker_argv
+from core.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -294,6 +295,18 @@ class S3Server:
             "WINNOW_STORE_ACCESS_KEY_ID": "winnow-test",
             "WINNOW_STORE_SECRET_ACCESS_KEY": "winnow-test-secret",
         }
+
+    def settings(self, data_dir: Path, prefix: str) -> Settings:
+        """Settings of a machine with ``data_dir`` whose store is this bucket's ``prefix``."""
+        env = self.env(prefix)
+        return Settings(
+            data_dir=data_dir,
+            store_url=env["WINNOW_STORE_URL"],
+            store_endpoint_url=self.endpoint,
+            store_region="us-east-1",
+            store_access_key_id=env["WINNOW_STORE_ACCESS_KEY_ID"],
+            store_secret_access_key=env["WINNOW_STORE_SECRET_ACCESS_KEY"],
+        )
 
     def keys(self, prefix: str) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(

@@ -106,7 +106,7 @@ def test_queue_depth_is_read_from_a_redis_broker(redis_server: RedisServer) -> N
     enqueue(url, "verify", 1)
     enqueue(url, "train", 2)
     assert queue_depths(url) == {"cpu": 1, "browser": 0, "gpu": 1}
-    assert queue_depths("sqla+sqlite:///x.sqlite") is None
+    assert queue_depths("amqp://guest@127.0.0.1//") is None  # a broker it cannot read
 
 
 def test_queue_depth_is_read_from_the_embedded_sqlite_broker(tmp_path: Path) -> None:

@@ -28,20 +28,8 @@ def machine(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
         root = tmp_path / "shared"
         return lambda _data_dir: LocalStore(root)
     server: S3Server = request.getfixturevalue("s3_server")
-    env = server.env(f"test-{next(_PREFIXES)}")
-
-    def on(data_dir: Path) -> ImageStore:
-        settings = Settings(
-            data_dir=data_dir,
-            store_url=env["WINNOW_STORE_URL"],
-            store_endpoint_url=env["WINNOW_STORE_ENDPOINT_URL"],
-            store_region="us-east-1",
-            store_access_key_id=env["WINNOW_STORE_ACCESS_KEY_ID"],
-            store_secret_access_key=env["WINNOW_STORE_SECRET_ACCESS_KEY"],
-        )
-        return image_store(settings)
-
-    return on
+    prefix = f"test-{next(_PREFIXES)}"
+    return lambda data_dir: image_store(server.settings(data_dir, prefix))
 
 
 def test_images_are_stored_under_their_hash_and_read_back(
@@ -146,16 +134,7 @@ def test_a_bucket_url_names_bucket_and_prefix(tmp_path: Path) -> None:
 
 def test_a_bucket_store_crosses_into_child_processes(tmp_path: Path, s3_server: S3Server) -> None:
     # Verification hands the store to its decoder children, which pickle what they get.
-    env = s3_server.env("pickled")
-    settings = Settings(
-        data_dir=tmp_path,
-        store_url=env["WINNOW_STORE_URL"],
-        store_endpoint_url=env["WINNOW_STORE_ENDPOINT_URL"],
-        store_access_key_id=env["WINNOW_STORE_ACCESS_KEY_ID"],
-        store_secret_access_key=env["WINNOW_STORE_SECRET_ACCESS_KEY"],
-        store_region="us-east-1",
-    )
-    store = image_store(settings)
+    store = image_store(s3_server.settings(tmp_path, "pickled"))
     sha = store.put(b"bytes")
     copy = pickle.loads(pickle.dumps(store))
     assert copy.read(sha) == b"bytes"

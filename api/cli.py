@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory, transaction
@@ -23,11 +24,24 @@ def _migrate(settings: Settings) -> None:
 def cmd_migrate(_args: argparse.Namespace) -> int:
     settings = get_settings()
     _migrate(settings)
-    print(f"database at head: {settings.db_url}")
+    print(f"database at head: {make_engine(settings.db_url).url!r}")
+    if settings.store_url:
+        from core.s3store import s3_store
+
+        made = s3_store(settings).ensure_bucket()
+        print(f"store {'made' if made else 'ready'}: {settings.store_url}")
     return 0
 
 
-def worker_argv(queues: str, concurrency: int, pool: str, loglevel: str) -> list[str]:
+def node_name(queues: str) -> str:
+    """The worker's Celery node name: its queues at its host, e.g. gpu+browser@trainbox
+    (%h is Celery's), unique per role and host, and written on each job it claims."""
+    return "+".join(q.strip() for q in queues.split(",") if q.strip()) + "@%h"
+
+
+def worker_argv(
+    queues: str, concurrency: int, pool: str, loglevel: str, name: str | None = None
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -43,6 +57,8 @@ def worker_argv(queues: str, concurrency: int, pool: str, loglevel: str) -> list
         pool,
         "--loglevel",
         loglevel,
+        "--hostname",
+        name or node_name(queues),
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
@@ -50,7 +66,8 @@ def worker_argv(queues: str, concurrency: int, pool: str, loglevel: str) -> list
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    os.execv(sys.executable, worker_argv(args.queues, args.concurrency, args.pool, args.loglevel))
+    argv = worker_argv(args.queues, args.concurrency, args.pool, args.loglevel, args.name)
+    os.execv(sys.executable, argv)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -83,6 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host or settings.host,
             port=args.port or settings.port,
             log_level="info",
+            log_config=_log_config(settings),
             # Sync routes share one GIL per process: more processes use more cores. They
             # must share WINNOW_SECRET_KEY (or the data directory's generated key).
             workers=args.workers,
@@ -93,6 +111,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if worker is not None:
             _stop_worker(worker)
     return 0
+
+
+def _log_config(settings: Settings) -> dict[str, Any]:
+    from uvicorn.config import LOGGING_CONFIG
+
+    if settings.log_format == "json":
+        from core.logs import json_log_config
+
+        return json_log_config(LOGGING_CONFIG)
+    return LOGGING_CONFIG
 
 
 class _Stopped(Exception):
@@ -185,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("-c", "--concurrency", type=int, default=1)
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument(
+        "-n", "--name", default=None, help="Celery node name (default: <queues>@<host>)"
+    )
     worker.set_defaults(func=cmd_worker)
 
     migrate = sub.add_parser("migrate", help="upgrade the database to the latest schema")

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.db import transaction
 from core.security import SESSION_COOKIE, SESSION_MAX_AGE, SessionSigner, token_digest
+from core.store import ImageStore
 from core.tables import ApiToken, ModelVersion, Project, ProjectMember, Role, User, aware, utcnow
 from core.throttle import LoginThrottle
 from core.users import authenticate
@@ -33,6 +34,14 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_store(request: Request) -> ImageStore:
+    store: ImageStore = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[ImageStore, Depends(get_store)]
 
 
 def start_session(request: Request, response: Response, user: User) -> None:

@@ -22,6 +22,7 @@ from core.db import make_engine, make_session_factory
 from core.metrics import StateCollector
 from core.schemas import Health
 from core.security import SessionSigner
+from core.store import image_store
 from core.throttle import LoginThrottle
 from web import pages
 
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.signer = SessionSigner(settings.session_secret)
+    app.state.store = image_store(settings)
     app.state.metrics = Metrics()
     app.state.metrics.registry.register(
         StateCollector(app.state.session_factory, settings.celery_broker)

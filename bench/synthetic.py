@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 from core.config import Settings  # noqa: E402
 from core.db import Base, make_engine, make_session_factory, transaction  # noqa: E402
 from core.ingest import Provenance, add_image, class_by_name  # noqa: E402
-from core.store import ImageStore  # noqa: E402
+from core.store import LocalStore  # noqa: E402
 from core.tables import ImageState, Project  # noqa: E402
 from workers.runner import JobContext, local_job  # noqa: E402
 
@@ -78,7 +78,7 @@ def winnow_project(data_dir: Path, paths: list[Path]) -> tuple[Settings, int]:
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     Base.metadata.create_all(engine)
-    store = ImageStore(data_dir / "images")
+    store = LocalStore(data_dir)
     with transaction(make_session_factory(engine)) as s:
         project = Project(name="bench")
         s.add(project)

@@ -107,7 +107,7 @@ def run_winnow(paths: list[Path], folder: Path) -> tuple[float, dict[str, object
     from core.config import Settings
     from core.db import Base, make_engine, make_session_factory, transaction
     from core.ingest import Provenance, add_image, class_by_name
-    from core.store import ImageStore
+    from core.store import LocalStore
     from core.tables import Job, Project
     from workers.runner import JobContext
     from workers.verify.job import verify_job
@@ -117,7 +117,7 @@ def run_winnow(paths: list[Path], folder: Path) -> tuple[float, dict[str, object
     engine = make_engine(settings.db_url)
     Base.metadata.create_all(engine)
     factory = make_session_factory(engine)
-    store = ImageStore(folder / "images")
+    store = LocalStore(folder)
     with transaction(factory) as s:
         project = Project(name="bench")
         s.add(project)

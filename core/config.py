@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,6 +106,29 @@ class Settings(BaseSettings):
 
     weights_dir: Path | None = Field(
         default=None, description="Torch hub cache for pretrained weights (TORCH_HOME)."
+    )
+
+    store_url: str = Field(
+        default="",
+        description="Where images, models and uploads live: empty for the data directory, "
+        "or s3://bucket/prefix for an S3-compatible bucket that every machine shares.",
+    )
+    store_endpoint_url: str = Field(
+        default="", description="S3 endpoint (MinIO, Ceph...); AWS's own if empty."
+    )
+    store_region: str = Field(default="", description="S3 region; boto3's default if empty.")
+    store_access_key_id: str = Field(
+        default="", description="S3 key id; boto3's usual chain (AWS_*, instance role) if empty."
+    )
+    store_secret_access_key: str = Field(default="", description="S3 secret key.")
+    store_cache_dir: Path | None = Field(
+        default=None,
+        description="Local copies of store files this machine read (training images, models); "
+        "data_dir/cache if empty. Safe to delete at any time.",
+    )
+
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text for people, json for log collectors (one object a line)."
     )
 
     @property

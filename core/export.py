@@ -71,10 +71,11 @@ def write_imagefolder_zip(
     # JPEGs do not compress further: storing them is as small and much faster.
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:
         for image, label in export_rows(session, project_id):
-            path = store.path(image.sha256, "normal")
-            if not path.exists():
+            try:
+                data = store.read(image.sha256, "normal")
+            except FileNotFoundError:
                 continue
-            archive.write(path, member_name(image, label))
+            archive.writestr(member_name(image, label), data)
             count += 1
         archive.writestr("cleaned.csv", cleaned_csv(session, project_id))
     return count

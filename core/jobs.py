@@ -8,10 +8,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core import queue
-from core.config import Settings
 from core.kinds import KINDS
+from core.store import ImageStore
 from core.tables import ImageClass, Job, JobStatus, ModelVersion, utcnow
-from core.weights import WeightsError, project_weights
+from core.weights import WeightsError, check_weights
 
 
 def add_job(
@@ -31,14 +31,14 @@ class ForeignReference(LookupError):
 
 
 def check_references(
-    session: Session, settings: Settings, project_id: int, params: dict[str, Any]
+    session: Session, store: ImageStore, project_id: int, params: dict[str, Any]
 ) -> None:
     """What job params name (a model version, classes, a weights file) must be the
     project's own; the same answer for "absent" and "another project's", as for projects."""
     weights = params.get("weights_file")
     if weights:
         try:
-            project_weights(settings, project_id, weights)
+            check_weights(store, project_id, weights)
         except WeightsError as exc:
             raise ForeignReference(str(exc)) from exc
     model_id = params.get("model_version_id")

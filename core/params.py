@@ -17,7 +17,7 @@ class JobParams(BaseModel):
 
 
 class ImportZipParams(JobParams):
-    upload: str = Field(description="Path of the uploaded zip, relative to the data directory.")
+    upload: str = Field(description="Store key of the uploaded zip (uploads/<name>.zip).")
     label: str | None = Field(
         default=None, description="Class for files at the top level of the zip (no folder)."
     )

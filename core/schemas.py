@@ -224,3 +224,6 @@ class JobOut(_Out):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    worker: str | None = Field(
+        default=None, description="The worker that ran it last, as <queues>@<host>."
+    )

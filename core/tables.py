@@ -318,6 +318,8 @@ class Job(Base):
     # worker died, and the job is queued again (see workers/recovery.py).
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # The Celery node that claimed the job last (e.g. "gpu@trainbox"): where its log is.
+    worker: Mapped[str | None] = mapped_column(String(200))
 
 
 class ModelVersion(Base):

@@ -2,7 +2,7 @@
 
 A job names such a file by its plain name, never by a path, so that a job can only read
 what its own project owns (another project's trained model is not reachable by a path
-under the data directory). Only safetensors files are taken: they hold tensors and
+into the store). Only safetensors files are taken: they hold tensors and
 nothing that runs. Pretrained ImageNet weights come from the weights directory by
 architecture name (workers.training.model), not through here.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from core.config import Settings
 from core.params import WEIGHTS_NAME
+from core.store import ImageStore
 
 # A plain file name: no separators, no leading dot, so it cannot climb out of its folder.
 NAME = re.compile(WEIGHTS_NAME)
@@ -25,8 +25,13 @@ class WeightsError(ValueError):
     """A weights name or file that cannot be used, said in words without server paths."""
 
 
-def weights_dir(settings: Settings, project_id: int) -> Path:
-    return settings.data_dir / "projects" / str(project_id) / "weights"
+def weights_key(project_id: int, name: str) -> str:
+    """The store key of the project's weights file of that name."""
+    return f"{weights_folder(project_id)}/{check_name(name)}"
+
+
+def weights_folder(project_id: int) -> str:
+    return f"projects/{project_id}/weights"
 
 
 def check_name(name: str) -> str:
@@ -38,19 +43,30 @@ def check_name(name: str) -> str:
     return name
 
 
-def project_weights(settings: Settings, project_id: int, name: str) -> Path:
-    """The project's own weights file of that name; WeightsError if it has none."""
-    path = weights_dir(settings, project_id) / check_name(name)
-    if not path.is_file():
-        raise WeightsError(f"this project has no weights file {name!r}; upload it first")
-    return path
+def _absent(name: str) -> WeightsError:
+    return WeightsError(f"this project has no weights file {name!r}; upload it first")
 
 
-def list_weights(settings: Settings, project_id: int) -> list[tuple[str, int]]:
-    folder = weights_dir(settings, project_id)
-    if not folder.is_dir():
-        return []
-    return sorted((p.name, p.stat().st_size) for p in folder.glob("*.safetensors"))
+def check_weights(store: ImageStore, project_id: int, name: str) -> None:
+    """WeightsError unless the project has a weights file of that name (nothing is read)."""
+    if not store.has(weights_key(project_id, name)):
+        raise _absent(name)
+
+
+def project_weights(store: ImageStore, project_id: int, name: str) -> Path:
+    """A local file of the project's own weights file of that name; WeightsError if none."""
+    try:
+        return store.get_file(weights_key(project_id, name))
+    except FileNotFoundError as exc:
+        raise _absent(name) from exc
+
+
+def list_weights(store: ImageStore, project_id: int) -> list[tuple[str, int]]:
+    return [
+        (name, size)
+        for name, size in store.listing(weights_folder(project_id))
+        if name.endswith(".safetensors")
+    ]
 
 
 def tensor_count(path: Path) -> int:

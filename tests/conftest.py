@@ -22,7 +22,7 @@ from core.db import Base, make_engine, make_session_factory, transaction
 from core.migrate import upgrade
 from core.tables import Project
 from core.users import create_user
-from tests.services import PostgresServer, RedisServer, WorkerProcess
+from tests.services import PostgresServer, RedisServer, S3Server, WorkerProcess
 from workers.runner import JobContext, local_job
 
 SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -151,6 +151,13 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     server = _service_or_skip(PostgresServer, "Postgres")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server()
     yield server
     server.stop()
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from api.cli import worker_argv
+from core.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -207,15 +208,16 @@ def winnow_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 class ServeProcess:
-    """`winnow serve` on a free port, as a user starts it; stopped with SIGTERM."""
+    """`winnow serve` on a free port, as a user starts it (``args`` added, e.g.
+    --no-worker); stopped with SIGTERM."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *args],
             cwd=REPO,
             env=dict(env),
             stdout=self._log,
@@ -253,3 +255,64 @@ class ServeProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self._log.close()
+
+
+class S3Server:
+    """An S3-compatible endpoint on 127.0.0.1 (moto's server, in a thread of this process)
+    with one bucket: the store that the machines of a deployment share."""
+
+    bucket = "winnow"
+
+    def __init__(self) -> None:
+        import logging
+
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        # One log line per request would drown the test output.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.client = boto3.client("s3", **self.credentials_kwargs())
+        self.client.create_bucket(Bucket=self.bucket)
+
+    def credentials_kwargs(self) -> dict[str, str]:
+        return {
+            "endpoint_url": self.endpoint,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "winnow-test",
+            "aws_secret_access_key": "winnow-test-secret",
+        }
+
+    def env(self, prefix: str) -> dict[str, str]:
+        """WINNOW_* settings of a machine that uses this bucket under ``prefix``."""
+        return {
+            "WINNOW_STORE_URL": f"s3://{self.bucket}/{prefix}",
+            "WINNOW_STORE_ENDPOINT_URL": self.endpoint,
+            "WINNOW_STORE_REGION": "us-east-1",
+            "WINNOW_STORE_ACCESS_KEY_ID": "winnow-test",
+            "WINNOW_STORE_SECRET_ACCESS_KEY": "winnow-test-secret",
+        }
+
+    def settings(self, data_dir: Path, prefix: str) -> Settings:
+        """Settings of a machine with ``data_dir`` whose store is this bucket's ``prefix``."""
+        env = self.env(prefix)
+        return Settings(
+            data_dir=data_dir,
+            store_url=env["WINNOW_STORE_URL"],
+            store_endpoint_url=self.endpoint,
+            store_region="us-east-1",
+            store_access_key_id=env["WINNOW_STORE_ACCESS_KEY_ID"],
+            store_secret_access_key=env["WINNOW_STORE_SECRET_ACCESS_KEY"],
+        )
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def stop(self) -> None:
+        self.server.stop()

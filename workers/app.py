@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready
 from kombu import Queue
 
 from core.config import get_settings
@@ -46,3 +46,13 @@ def _watch_for_orphans() -> None:
 @worker_ready.connect
 def _start_orphan_watch(**_kwargs: Any) -> None:
     threading.Thread(target=_watch_for_orphans, name="orphan-watch", daemon=True).start()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _json_logs(logger: logging.Logger, **_kwargs: Any) -> None:
+    """WINNOW_LOG_FORMAT=json: Celery's handlers write one JSON object a line."""
+    if get_settings().log_format == "json":
+        from core.logs import json_handlers
+
+        json_handlers(logger)

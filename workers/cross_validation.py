@@ -69,7 +69,7 @@ def _fold(
         recipe.arch,
         len(split.classes),
         recipe.pretrained,
-        weights_path(ctx.settings, ctx.project_id, recipe.weights_file),
+        weights_path(ctx.store, ctx.project_id, recipe.weights_file),
         ctx.settings.weights_dir,
     )
     model = place(built.model, built.arch, device)

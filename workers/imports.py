@@ -39,16 +39,15 @@ def _skip(info: zipfile.ZipInfo) -> bool:
 
 def import_zip_job(ctx: JobContext) -> dict[str, Any]:
     params = ImportZipParams.model_validate(ctx.params)
-    upload = ctx.settings.data_dir / params.upload
     work = partial(_import_zip, ctx, params)
     try:
         result = verifying_import(ctx, params.verify, work, _account)
     except (ZipRefused, zipfile.BadZipFile):
         # Refused whole: a retry would refuse it again, so the upload goes now.
-        upload.unlink(missing_ok=True)
+        ctx.store.delete(params.upload)
         raise
     # Imported: its images are in the store, and the upload would only fill the disk.
-    upload.unlink(missing_ok=True)
+    ctx.store.delete(params.upload)
     return result
 
 
@@ -74,7 +73,8 @@ def _account(result: dict[str, Any]) -> str:
 def _import_zip(
     ctx: JobContext, params: ImportZipParams, verifier: Verifier | None
 ) -> dict[str, Any]:
-    path = ctx.settings.data_dir / params.upload
+    # A local file (from a bucket, copied into this machine's cache): zipfile seeks.
+    path = ctx.store.get_file(params.upload)
     max_bytes = ctx.settings.download_max_bytes
     added = duplicates = 0
     skipped: dict[str, int] = {}

@@ -31,7 +31,14 @@ from workers.embedding_pairs import similar_pairs
 from workers.label_quality import LabelQuality, label_quality
 from workers.runner import JobContext
 from workers.training.cpu_paths import cpu_fast_paths
-from workers.training.data import ImageCache, ImageDataset, Sample, fold_of, load_samples
+from workers.training.data import (
+    ImageCache,
+    ImageDataset,
+    Sample,
+    fold_of,
+    labelled_images,
+    load_samples,
+)
 from workers.training.finetune import make_loader
 from workers.training.fit import Progress, extract_features, pick_device, place
 from workers.training.model import build_model, head
@@ -51,7 +58,8 @@ def _version(ctx: JobContext, params: RankParams) -> ModelVersion:
 def _samples(ctx: JobContext, classes: list[str]) -> tuple[list[Sample], list[int | None]]:
     """Ok labelled images whose class the model knows, relabelled to the model's indices."""
     with ctx.session() as s:
-        names, class_ids, samples, _ = load_samples(s, ctx.project_id, ctx.store)
+        rows = labelled_images(s, ctx.project_id)
+    names, class_ids, samples, _ = load_samples(rows, ctx.store)
     index = {name: i for i, name in enumerate(classes)}
     ids_by_name = dict(zip(names, class_ids, strict=True))
     known = [
@@ -132,7 +140,7 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
         raise ValueError("no verified, labelled images of the model's classes to rank")
     device = pick_device()
     model = models.get_model(arch, num_classes=len(classes))
-    model.load_state_dict(load_file(str(ctx.settings.data_dir / version.files["weights"])))
+    model.load_state_dict(load_file(str(ctx.store.get_file(version.files["weights"]))))
     place(model, arch, device)
     cache = ImageCache(size)
     cache.preload([s.path for s in samples], lambda d, t: ctx.report(d, t, "decoding images"))

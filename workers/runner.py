@@ -120,7 +120,7 @@ def session_factory(url: str) -> sessionmaker[Session]:
     return make_session_factory(make_engine(url))
 
 
-def _claim(s: Session, job: Job, stale_after: float) -> bool:
+def _claim(s: Session, job: Job, stale_after: float, worker: str | None) -> bool:
     """Move the job to running, atomically: of two deliveries of one message, one wins."""
     now = utcnow()
     claim = update(Job).where(Job.id == job.id, Job.status == job.status)
@@ -138,6 +138,7 @@ def _claim(s: Session, job: Job, stale_after: float) -> bool:
             started_at=now,
             heartbeat_at=now,
             error=None,
+            worker=worker,
         )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -171,8 +172,11 @@ class _Heartbeat(threading.Thread):
                 log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
 
 
-def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
-    """Run one job to a final state; return that state. Never raises for job errors."""
+def run_job(
+    job_id: int, fn: JobFn, settings: Settings | None = None, worker: str | None = None
+) -> str:
+    """Run one job to a final state; return that state. Never raises for job errors.
+    ``worker`` (the Celery node's name) is written on the job when this run claims it."""
     settings = settings or get_settings()
     factory = session_factory(settings.db_url)
     with transaction(factory) as s:
@@ -188,7 +192,7 @@ def run_job(job_id: int, fn: JobFn, settings: Settings | None = None) -> str:
             job.finished_at = utcnow()
             job.message = "cancelled before it started"
             return job.status.value
-        if not _claim(s, job, settings.job_stale_after):
+        if not _claim(s, job, settings.job_stale_after, worker):
             return "running elsewhere"
         # This run's claim: the final write below holds only while the claim is still ours.
         claim = s.scalar(select(Job.attempts).where(Job.id == job_id)) or 0

@@ -23,13 +23,15 @@ def job_function(kind: JobKind) -> JobFn:
 
 
 def _task_for(kind: JobKind, limit: int) -> Task[Any, Any]:
-    def run(job_id: int) -> str:
-        return run_job(job_id, job_function(kind))
+    def run(task: Task[Any, Any], job_id: int) -> str:
+        # The node name (<queues>@<host>, see `winnow worker`) goes on the job row.
+        return run_job(job_id, job_function(kind), worker=task.request.hostname)
 
     run.__name__ = run.__qualname__ = kind.name.value
     run.__doc__ = f"{kind.title}: runs {kind.function} for one job."
     register: Callable[..., Task[Any, Any]] = app.task(
         name=kind.task,
+        bind=True,
         # The soft limit raises inside the job (it ends failed, its worker takes the next);
         # the hard one kills a job that ignores it.
         soft_time_limit=limit,

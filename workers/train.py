@@ -10,14 +10,14 @@ from typing import Any
 import torch
 from sqlalchemy import select
 
-from core.config import Settings
 from core.params import LrFindParams, TrainParams
+from core.store import ImageStore
 from core.tables import ModelVersion
 from core.weights import project_weights
 from workers.runner import JobContext
 from workers.training.advice import advise
 from workers.training.cpu_paths import cpu_fast_paths
-from workers.training.data import DataSplit, load_split
+from workers.training.data import DataSplit, labelled_images, load_split
 from workers.training.export import export_model
 from workers.training.finetune import (
     Features,
@@ -43,15 +43,17 @@ DEFAULT_LR = 2e-3
 LR_FIND_ITERATIONS = 100
 
 
-def weights_path(settings: Settings, project_id: int, name: str | None) -> Path | None:
+def weights_path(store: ImageStore, project_id: int, name: str | None) -> Path | None:
     """The job's own project's uploaded weights file of that name (core.weights): a job
     reads only what its project owns."""
-    return project_weights(settings, project_id, name) if name else None
+    return project_weights(store, project_id, name) if name else None
 
 
 def load_data(ctx: JobContext, valid_pct: float, seed: int) -> DataSplit:
     with ctx.session() as s:
-        split = load_split(s, ctx.project_id, ctx.store, valid_pct, seed)
+        rows = labelled_images(s, ctx.project_id)
+    # Outside the transaction: from a bucket this downloads the images it lacks.
+    split = load_split(rows, ctx.store, valid_pct, seed)
     if len(split.classes) < 2:
         raise ValueError(
             f"training needs at least two classes with verified, labelled images; "
@@ -75,7 +77,7 @@ def build(
         params.arch,
         len(split.classes),
         params.pretrained,
-        weights_path(ctx.settings, ctx.project_id, params.weights_file),
+        weights_path(ctx.store, ctx.project_id, params.weights_file),
         ctx.settings.weights_dir,
     )
     place(built.model, built.arch, device)
@@ -297,7 +299,9 @@ def _interpret_and_export(t: Training, result: FitResult) -> tuple[dict[str, Any
     assert result.best_state is not None and result.best_epoch is not None
     ctx.report(t.progress.total, t.progress.total, "interpreting and exporting", force=True)
     model.load_state_dict(result.best_state)
-    out_dir = ctx.settings.data_dir / "models" / str(t.version_id)
+    prefix = f"models/{t.version_id}"
+    # Written on this machine, then put in the store for the API and other workers.
+    out_dir = ctx.store.staging_root / prefix
     evaluation = evaluate(model, t.loaders.valid, t.device)
     interpretation = interpret(evaluation, split.valid, split.classes)
     for row in interpretation["top_losses"]:
@@ -305,7 +309,7 @@ def _interpret_and_export(t: Training, result: FitResult) -> tuple[dict[str, Any
         png = out_dir / "gradcam" / f"{sample.image_id}.png"
         predicted = split.classes.index(row["predicted"])
         gradcam_png(model, arch, sample, t.params.image_size, predicted, t.device, png)
-        row["gradcam"] = str(png.relative_to(ctx.settings.data_dir))
+        row["gradcam"] = f"{prefix}/{png.relative_to(out_dir).as_posix()}"
     paths = export_model(
         model,
         arch,
@@ -321,7 +325,9 @@ def _interpret_and_export(t: Training, result: FitResult) -> tuple[dict[str, Any
             "weights_source": t.built.weights,
         },
     )
-    files = {k: str(v.relative_to(ctx.settings.data_dir)) for k, v in paths.items()}
+    files = {k: f"{prefix}/{v.relative_to(out_dir).as_posix()}" for k, v in paths.items()}
+    for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
+        ctx.store.put_file(f"{prefix}/{path.relative_to(out_dir).as_posix()}", path)
     return interpretation, files
 
 

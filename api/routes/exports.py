@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from api.deps import DbSession, ProjectAccess, SettingsDep
+from api.deps import DbSession, ProjectAccess, StoreDep
 from core import export
-from core.store import image_store
 
 router = APIRouter(tags=["exports"])
 
@@ -28,11 +27,11 @@ def cleaned_csv(access: ProjectAccess, session: DbSession) -> PlainTextResponse:
 
 @router.get("/projects/{project_id}/export/imagefolder.zip", response_class=StreamingResponse)
 def imagefolder_zip(
-    access: ProjectAccess, session: DbSession, settings: SettingsDep
+    access: ProjectAccess, session: DbSession, store: StoreDep
 ) -> StreamingResponse:
     """An ImageFolder archive (<class>/<image>.jpg, the normalised copies) with cleaned.csv."""
     spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 (closed by the stream)
-    export.write_imagefolder_zip(session, access.project.id, image_store(settings), spool)
+    export.write_imagefolder_zip(session, access.project.id, store, spool)
     spool.seek(0)
 
     def chunks() -> Iterator[bytes]:

@@ -10,12 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.exc import StaleDataError
 
-from api.deps import MAX_ID, DbSession, EditorAccess, ProjectAccess, RowId, SettingsDep
+from api.deps import MAX_ID, DbSession, EditorAccess, ProjectAccess, RowId, StoreDep
+from api.files import store_response
 from core import labels
 from core.images import ImageFilter, Sort, image_out, list_images
 from core.ingest import class_by_name
 from core.schemas import BulkPatch, BulkResult, ImageOut, ImagePage, ImagePatch, LabelEventOut
-from core.store import ImageStore, image_store
+from core.store import ImageStore, image_key
 from core.tables import EventSource, Image, ImageClass, ImageState, LabelAction, LabelEvent, User
 
 router = APIRouter(tags=["images"])
@@ -87,7 +88,7 @@ def get_image_file(
     request: Request,
     access: ProjectAccess,
     session: DbSession,
-    settings: SettingsDep,
+    store: StoreDep,
     variant: Literal["raw", "normal", "thumb"] = "thumb",
 ) -> Response:
     """The bytes of an image. Raw downloads are sent as an attachment, never rendered inline.
@@ -98,23 +99,23 @@ def get_image_file(
     cache = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=cache)
-    path = image_store(settings).path(image.sha256, variant)
-    if not path.exists():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {variant} file for image {image_id}")
+    key, missing = image_key(image.sha256, variant), f"no {variant} file for image {image_id}"
     if variant == "raw":
         # The raw bytes are whatever a web server sent: never let a browser sniff them into HTML.
-        return FileResponse(
-            path,
-            media_type="application/octet-stream",
+        return store_response(
+            store,
+            key,
+            "application/octet-stream",
+            missing,
             filename=image.filename or image.sha256,
             headers={"X-Content-Type-Options": "nosniff", "ETag": etag},
         )
-    return FileResponse(path, media_type="image/jpeg", headers=cache)
+    return store_response(store, key, "image/jpeg", missing, headers=cache)
 
 
 def _apply(
     session: Session,
-    settings_store: ImageStore,
+    store: ImageStore,
     image: Image,
     action: str,
     label_id: int | None,
@@ -129,7 +130,7 @@ def _apply(
         user_id=user_id,
         source=source,
         expected_version=version,
-        restorable=settings_store.exists(image.sha256, "normal"),
+        restorable=store.exists(image.sha256, "normal"),
     )
 
 
@@ -139,7 +140,7 @@ def update_image(
     body: ImagePatch,
     access: EditorAccess,
     session: DbSession,
-    settings: SettingsDep,
+    store: StoreDep,
     source: Annotated[
         EventSource, Query(description="Who is asking, for the audit trail (ui, api).")
     ] = EventSource.api,
@@ -150,7 +151,6 @@ def update_image(
     if action is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give an action or a label")
     label_id = _label_id(session, access.project.id, body.label)
-    store = image_store(settings)
     try:
         _apply(session, store, image, action, label_id, body.version, access.user.id, source)
         session.flush()
@@ -173,13 +173,12 @@ def update_image(
 
 @router.post("/projects/{project_id}/images/bulk", response_model=BulkResult)
 def bulk_update(
-    body: BulkPatch, access: EditorAccess, session: DbSession, settings: SettingsDep
+    body: BulkPatch, access: EditorAccess, session: DbSession, store: StoreDep
 ) -> BulkResult:
     """Apply one action to many images; stale or impossible ones are reported, the rest applied."""
     label_id = _label_id(session, access.project.id, body.label)
     if body.action == "relabel" and label_id is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "relabel needs a label")
-    store = image_store(settings)
     changed, conflicts = [], []
     for item in body.images:
         image = load_image(session, access.project.id, item.id)

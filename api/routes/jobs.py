@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import Access, DbSession, EditorAccess, ProjectAccess, RowId, SettingsDep
+from api.deps import (
+    Access,
+    DbSession,
+    EditorAccess,
+    ProjectAccess,
+    RowId,
+    SettingsDep,
+    StoreDep,
+)
 from api.uploads import save_upload
 from core import jobs
 from core.config import Settings
@@ -19,7 +26,6 @@ from core.ingest import Provenance, add_image, class_by_name, class_from_filenam
 from core.kinds import JobKindName, JobRequest
 from core.params import ImportUrlsParams, ImportZipParams, UrlItem, VerifyParams
 from core.schemas import JobOut
-from core.store import image_store
 from core.tables import Job, JobStatus, utcnow
 
 router = APIRouter(tags=["jobs"])
@@ -58,12 +64,16 @@ def load_job(session: Session, project_id: int, job_id: int) -> Job:
     "/projects/{project_id}/jobs", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED
 )
 def create_job(
-    body: JobRequest, access: EditorAccess, session: DbSession, settings: SettingsDep
+    body: JobRequest,
+    access: EditorAccess,
+    session: DbSession,
+    settings: SettingsDep,
+    store: StoreDep,
 ) -> Job:
     """Queue a job. Its progress and result are at GET .../jobs/{id}."""
     params = body.params.model_dump(mode="json")
     try:
-        jobs.check_references(session, settings, access.project.id, params)
+        jobs.check_references(session, store, access.project.id, params)
     except jobs.ForeignReference as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     return start_job(session, settings, access, body.kind, params)
@@ -108,6 +118,7 @@ def import_zip(
     access: EditorAccess,
     session: DbSession,
     settings: SettingsDep,
+    store: StoreDep,
     file: Annotated[UploadFile, File(description="A zip in ImageFolder layout: <class>/<image>.")],
     label: Annotated[str | None, Form(description="Class for files outside any folder.")] = None,
     verify: Annotated[
@@ -115,9 +126,12 @@ def import_zip(
     ] = True,
 ) -> Job:
     """Import a zip: each folder name is a class (created when new)."""
-    relative = Path("uploads") / f"{uuid.uuid4().hex}.zip"
-    save_upload(file, settings.data_dir / relative, settings.max_zip_upload_bytes)
-    params = ImportZipParams(upload=relative.as_posix(), label=label, verify=verify)
+    key = f"uploads/{uuid.uuid4().hex}.zip"
+    staged = store.staging(key)
+    save_upload(file, staged, settings.max_zip_upload_bytes)
+    # Into the store before the job exists: the worker that imports it may be another machine.
+    store.put_file(key, staged, keep=False)
+    params = ImportZipParams(upload=key, label=label, verify=verify)
     return start_job(
         session, settings, access, JobKindName.import_zip, params.model_dump(mode="json")
     )
@@ -164,6 +178,7 @@ def upload_images(
     access: EditorAccess,
     session: DbSession,
     settings: SettingsDep,
+    store: StoreDep,
     files: Annotated[list[UploadFile], File(description="Image files.")],
     label: Annotated[
         str | None, Form(description="Class of all the files (created if new).")
@@ -174,7 +189,6 @@ def upload_images(
 ) -> dict[str, int | None]:
     """Add image files directly. They are pending until decoded by a verify job, which
     starts at once unless ``verify`` is false; its id is ``verify_job_id``."""
-    store = image_store(settings)
     label_id = class_by_name(session, access.project.id, label, create=True).id if label else None
     added = duplicates = 0
     for upload in files:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 
-from api.deps import DbSession, ProjectAccess, RowId, SettingsDep, load_version
-from core.config import Settings
+from api.deps import DbSession, ProjectAccess, RowId, SettingsDep, StoreDep, load_version
+from api.files import store_response
 from core.decode import decode_limits
 from core.model_version_schemas import (
     ClassProbability,
@@ -22,6 +22,7 @@ from core.model_version_schemas import (
 )
 from core.plots import losses_svg, lr_find_svg
 from core.predictor import UnreadableImage, load_predictor
+from core.store import ImageStore, check_key
 from core.tables import Job, ModelVersion
 
 router = APIRouter(tags=["models"])
@@ -36,16 +37,33 @@ MEDIA = {
 }
 
 
-def model_file(settings: Settings, version: ModelVersion, kind: str) -> Path:
-    relative = version.files.get(kind)
-    if not relative:
+def model_key(version: ModelVersion, kind: str) -> str:
+    """The store key of one of the version's files; 404 when it has none."""
+    key = version.files.get(kind)
+    if not key:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"model {version.id} has no {kind} file")
-    root = settings.data_dir.resolve()
-    path = (root / relative).resolve()
-    # The paths come from our own jobs, but a path must never leave the data directory.
-    if not path.is_relative_to(root) or not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the {kind} file of {version.id} is gone")
-    return path
+    return _own_key(key, version)
+
+
+def _own_key(key: str, version: ModelVersion) -> str:
+    # The keys come from our own jobs, but one must never name a file outside the models.
+    try:
+        check_key(key)
+    except ValueError:
+        key = ""
+    if not key.startswith("models/"):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"a file of model {version.id} is gone")
+    return key
+
+
+def model_file(store: ImageStore, version: ModelVersion, kind: str) -> Path:
+    """The file on this machine (the bucket's are cached on first use)."""
+    try:
+        return store.get_file(model_key(version, kind))
+    except FileNotFoundError as exc:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"the {kind} file of {version.id} is gone"
+        ) from exc
 
 
 @router.get("/projects/{project_id}/models", response_model=list[ModelSummary])
@@ -71,13 +89,14 @@ def download_file(
     kind: Literal["weights", "metadata", "onnx"],
     access: ProjectAccess,
     session: DbSession,
-    settings: SettingsDep,
-) -> FileResponse:
+    store: StoreDep,
+) -> Response:
     """weights (safetensors state dict), metadata (JSON) or onnx."""
     version = load_version(session, access.project.id, model_id)
-    path = model_file(settings, version, kind)
-    filename = f"model-{version.id}-{path.name}"
-    return FileResponse(path, media_type=MEDIA[kind], filename=filename)
+    key = model_key(version, kind)
+    filename = f"model-{version.id}-{PurePosixPath(key).name}"
+    gone = f"the {kind} file of {version.id} is gone"
+    return store_response(store, key, MEDIA[kind], gone, filename=filename)
 
 
 @router.get(
@@ -89,18 +108,16 @@ def gradcam(
     image_id: RowId,
     access: ProjectAccess,
     session: DbSession,
-    settings: SettingsDep,
-) -> FileResponse:
+    store: StoreDep,
+) -> Response:
     """Grad-CAM heatmap of a top-loss validation image (what the model looked at)."""
     version = load_version(session, access.project.id, model_id)
     rows = (version.interpretation or {}).get("top_losses", [])
-    relative = next((r.get("gradcam") for r in rows if r.get("image_id") == image_id), None)
-    if not relative:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no heatmap for image {image_id}")
-    path = (settings.data_dir / relative).resolve()
-    if not path.is_relative_to(settings.data_dir.resolve()) or not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no heatmap for image {image_id}")
-    return FileResponse(path, media_type="image/png")
+    key = next((r.get("gradcam") for r in rows if r.get("image_id") == image_id), None)
+    missing = f"no heatmap for image {image_id}"
+    if not key:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, missing)
+    return store_response(store, _own_key(key, version), "image/png", missing)
 
 
 @router.get("/projects/{project_id}/models/{model_id}/losses.svg", response_class=Response)
@@ -129,6 +146,7 @@ def predict(
     access: ProjectAccess,
     session: DbSession,
     settings: SettingsDep,
+    store: StoreDep,
     top_k: Annotated[int, Query(ge=1, le=1000, description="Classes listed in top.")] = 5,
     gradcam: Annotated[
         bool, Query(description="Add each image with its Grad-CAM heatmap (a JPEG data URL).")
@@ -142,8 +160,8 @@ def predict(
     the event loop.
     """
     version = load_version(session, access.project.id, model_id)
-    onnx_path = model_file(settings, version, "onnx")
-    metadata_path = model_file(settings, version, "metadata")
+    onnx_path = model_file(store, version, "onnx")
+    metadata_path = model_file(store, version, "metadata")
     if not files or len(files) > MAX_PREDICT_FILES:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"send 1 to {MAX_PREDICT_FILES} files"

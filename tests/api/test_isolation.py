@@ -45,7 +45,7 @@ from core.tables import (
     Role,
 )
 from core.users import create_user
-from core.weights import weights_dir
+from core.weights import weights_key
 from tests.conftest import migrated
 from tests.imagegen import picture
 from web.pages import router as pages_router
@@ -130,9 +130,8 @@ def _seed(
             "name": name,
             "user": owner,
         }
-    wdir = weights_dir(settings, project_id)
-    wdir.mkdir(parents=True)
-    save_file({"w": np.zeros(2, np.float32)}, str(wdir / f"{owner}-body.safetensors"))
+    wfile = image_store(settings).staging(weights_key(project_id, f"{owner}-body.safetensors"))
+    save_file({"w": np.zeros(2, np.float32)}, str(wfile))
     out["weights"] = f"{owner}-body.safetensors"
     return out
 

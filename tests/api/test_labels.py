@@ -13,7 +13,7 @@ from core.db import transaction
 from core.ingest import Provenance, add_image
 from core.projects import create_project
 from core.schemas import ClassIn, ProjectIn
-from core.store import ImageStore
+from core.store import LocalStore, image_key
 from core.tables import Image, ImageState, ProjectMember, Role
 from core.users import create_user
 from tests.conftest import migrated
@@ -24,7 +24,7 @@ from tests.imagegen import picture
 def seeded(tmp_path: Path) -> Iterator[tuple[TestClient, int, list[int]]]:
     """A project with classes red/blue, six ok images (normalised copies present), one rejected."""
     settings, factory = migrated(tmp_path, "k")
-    store = ImageStore(tmp_path / "images")
+    store = LocalStore(tmp_path)
     with transaction(factory) as s:
         user = create_user(s, "ann", "ann-password")
         viewer = create_user(s, "vic", "vic-password")
@@ -42,7 +42,7 @@ def seeded(tmp_path: Path) -> Iterator[tuple[TestClient, int, list[int]]]:
             ids.append(image.id)
         broken = s.get(Image, ids[-1])
         assert broken is not None
-        store.path(broken.sha256, "normal").unlink()
+        store.delete(image_key(broken.sha256, "normal"))
         s.add(ProjectMember(project_id=project.id, user_id=viewer.id, role=Role.viewer))
         pid = project.id
     with TestClient(create_app(settings)) as client:
@@ -157,7 +157,7 @@ def test_unknown_label_is_a_clear_error(seeded: tuple[TestClient, int, list[int]
 
 def test_same_file_under_two_classes_is_a_review_item(tmp_path: Path) -> None:
     settings, factory = migrated(tmp_path, "k")
-    store = ImageStore(tmp_path / "images")
+    store = LocalStore(tmp_path)
     data = picture("blue", 1)
     with transaction(factory) as s:
         user = create_user(s, "ann", "ann-password")

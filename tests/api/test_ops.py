@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
 from core.config import Settings
 from core.db import transaction
 from core.migrate import upgrade
+from core.tables import Job, JobStatus
 from core.users import create_user
 from tests.conftest import migrated
 from tests.services import PostgresServer, RedisServer, free_port
@@ -103,7 +106,7 @@ def test_queue_depth_is_read_from_a_redis_broker(redis_server: RedisServer) -> N
     enqueue(url, "verify", 1)
     enqueue(url, "train", 2)
     assert queue_depths(url) == {"cpu": 1, "browser": 0, "gpu": 1}
-    assert queue_depths("sqla+sqlite:///x.sqlite") is None
+    assert queue_depths("amqp://guest@127.0.0.1//") is None  # a broker it cannot read
 
 
 def test_an_unreachable_database_is_reported_without_its_address(tmp_path: Path) -> None:
@@ -128,3 +131,52 @@ def test_metrics_answer_only_the_scraper_when_a_token_is_set(tmp_path: Path) -> 
         assert wrong.status_code == 401
         scraped = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
         assert scraped.status_code == 200 and "winnow_jobs" in scraped.text
+
+
+def test_queue_depth_is_read_from_the_embedded_sqlite_broker(tmp_path: Path) -> None:
+    from core.metrics import queue_depths
+    from core.queue import enqueue
+
+    url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    assert queue_depths(url) == {"cpu": 0, "browser": 0, "gpu": 0}  # nothing sent yet
+    enqueue(url, "verify", 1)
+    enqueue(url, "verify", 2)
+    enqueue(url, "harvest", 3)
+    assert queue_depths(url) == {"cpu": 2, "browser": 1, "gpu": 0}
+
+
+def test_worker_metrics_come_from_the_jobs_they_claimed(client: TestClient) -> None:
+    auth = _token(client)
+    pid = client.post("/api/projects", json={"name": "p"}, headers=auth).json()["id"]
+    beat = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    with transaction(factory) as s:
+        for worker, state, minutes in [
+            ("gpu@box", JobStatus.succeeded, 1),
+            ("gpu@box", JobStatus.running, 5),
+            ("cpu@other", JobStatus.failed, 2),
+        ]:
+            s.add(
+                Job(
+                    project_id=pid,
+                    kind="train",
+                    status=state,
+                    worker=worker,
+                    heartbeat_at=beat + timedelta(minutes=minutes),
+                )
+            )
+        s.add(Job(project_id=pid, kind="rank", created_at=beat))  # queued, never claimed
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+    }
+    assert samples[("winnow_worker_jobs", (("state", "running"), ("worker", "gpu@box")))] == 1
+    assert samples[("winnow_worker_jobs", (("state", "failed"), ("worker", "cpu@other")))] == 1
+    newest = (beat + timedelta(minutes=5)).timestamp()
+    heartbeat = "winnow_worker_last_heartbeat_timestamp_seconds"
+    assert samples[(heartbeat, (("worker", "gpu@box"),))] == newest
+    oldest = "winnow_jobs_oldest_queued_timestamp_seconds"
+    assert samples[(oldest, (("kind", "rank"),))] == beat.timestamp()
+    # The embedded default's broker is a SQLite file: its queues are counted too.
+    assert samples[("winnow_queue_messages", (("queue", "gpu"),))] == 0

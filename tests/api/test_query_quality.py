@@ -11,7 +11,7 @@ from core.db import transaction
 from core.ingest import Provenance, add_image
 from core.projects import create_project
 from core.schemas import ClassIn, ProjectIn
-from core.store import ImageStore
+from core.store import LocalStore
 from core.tables import ImageScore, ImageState, LabelAction, LabelEvent, ModelVersion
 from core.users import create_user
 from tests.api.test_labels import _auth
@@ -21,7 +21,7 @@ from tests.imagegen import picture
 
 def test_each_query_counts_what_happened_to_its_images(tmp_path: Path) -> None:
     settings, factory = migrated(tmp_path, "q")
-    store = ImageStore(tmp_path / "images")
+    store = LocalStore(tmp_path)
     with transaction(factory) as s:
         user = create_user(s, "ann", "ann-password")
         project = create_project(

@@ -23,7 +23,7 @@ from core.db import transaction
 from core.ingest import Provenance, add_image
 from core.projects import create_project
 from core.schemas import ClassIn, ProjectIn
-from core.store import ImageStore
+from core.store import LocalStore
 from core.tables import Image, ImageState, LabelEvent, ProjectMember, Role, User
 from core.users import create_user
 from tests.conftest import migrated
@@ -52,7 +52,7 @@ class Site:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     settings, factory = migrated(tmp_path, "k")
-    store = ImageStore(tmp_path / "images")
+    store = LocalStore(tmp_path)
     with transaction(factory) as s:
         user = create_user(s, "ann", "ann-password")
         project = create_project(
@@ -236,7 +236,7 @@ def test_the_predict_page_shows_top_classes_for_two_models_side_by_side(
     from workers.train import train_job
 
     settings = Settings(data_dir=tmp_path, secret_key="k")
-    add_labelled(site.factory, ImageStore(tmp_path / "images"), site.project_id, 8, ("red", "blue"))
+    add_labelled(site.factory, LocalStore(tmp_path), site.project_id, 8, ("red", "blue"))
     params = {"pretrained": False, "image_size": 32, "batch_size": 8, "epochs": 1, "lr": 5e-3}
     first, second = (
         train_job(local_job(site.factory, settings, site.project_id, "train", params))[

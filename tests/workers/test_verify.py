@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
@@ -86,7 +87,7 @@ def test_every_hostile_file_gets_its_outcome_and_nothing_is_lost(
             assert image.phash and image.width and image.format
             sides: tuple[tuple[Variant, int], ...] = (("normal", 512), ("thumb", 160))
             for variant, side in sides:
-                with PILImage.open(ctx.store.path(image.sha256, variant)) as derived:
+                with PILImage.open(io.BytesIO(ctx.store.read(image.sha256, variant))) as derived:
                     assert derived.format == "JPEG" and derived.mode == "RGB"
                     assert max(derived.size) <= side
         else:

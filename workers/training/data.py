@@ -80,10 +80,19 @@ def fold_of(seed: int, sha256: str, folds: int) -> int:
     return int.from_bytes(digest[:8], "big") % folds
 
 
-def load_samples(
-    session: Session, project_id: int, store: ImageStore
-) -> tuple[list[str], list[int], list[Sample], int]:
-    """Ok, labelled images with a normalised copy; classes that have at least one, by id."""
+@dataclass(frozen=True)
+class Labelled:
+    """An ok, labelled image as the database has it: what a dataset is made of."""
+
+    image_id: int
+    sha256: str
+    label_id: int
+    label: str
+    group: str
+
+
+def labelled_images(session: Session, project_id: int) -> list[Labelled]:
+    """Ok, labelled images of the project, by id, with their near-duplicate group."""
     first = aliased(Image)
     rows = session.execute(
         select(Image.id, Image.sha256, ImageClass.id, ImageClass.name, first.sha256)
@@ -92,23 +101,34 @@ def load_samples(
         .where(Image.project_id == project_id, Image.state == ImageState.ok)
         .order_by(Image.id)
     ).all()
-    names = {label_id: name for _, _, label_id, name, _ in rows}
+    return [
+        Labelled(i, sha, label_id, name, group or sha) for i, sha, label_id, name, group in rows
+    ]
+
+
+def load_samples(
+    rows: Sequence[Labelled], store: ImageStore
+) -> tuple[list[str], list[int], list[Sample], int]:
+    """Images with a normalised copy, as local files; classes that have at least one, by id.
+
+    Called outside any transaction: from a bucket, the copies this machine lacks are
+    downloaded into its cache here."""
+    names = {row.label_id: row.label for row in rows}
     class_ids = sorted(names)
     index = {class_id: i for i, class_id in enumerate(class_ids)}
-    samples, missing = [], 0
-    for image_id, sha, label_id, _, group in rows:
-        path = store.path(sha, "normal")
-        if not path.exists():
-            missing += 1
-            continue
-        samples.append(Sample(image_id, sha, index[label_id], path, group or sha))
-    return [names[c] for c in class_ids], class_ids, samples, missing
+    paths = store.fetch_many((row.sha256 for row in rows), "normal")
+    samples = [
+        Sample(row.image_id, row.sha256, index[row.label_id], paths[row.sha256], row.group)
+        for row in rows
+        if row.sha256 in paths
+    ]
+    return [names[c] for c in class_ids], class_ids, samples, len(rows) - len(samples)
 
 
 def load_split(
-    session: Session, project_id: int, store: ImageStore, valid_pct: float, seed: int
+    rows: Sequence[Labelled], store: ImageStore, valid_pct: float, seed: int
 ) -> DataSplit:
-    classes, class_ids, samples, missing = load_samples(session, project_id, store)
+    classes, class_ids, samples, missing = load_samples(rows, store)
     train = [s for s in samples if not in_validation(seed, s.split_key, valid_pct)]
     valid = [s for s in samples if in_validation(seed, s.split_key, valid_pct)]
     return DataSplit(classes, class_ids, train, valid, missing)

@@ -21,6 +21,7 @@ from workers.training.data import (
     ImageCache,
     ImageDataset,
     in_validation,
+    labelled_images,
     load_split,
     train_source_side,
 )
@@ -30,7 +31,8 @@ from workers.training.fit import to_device
 
 def _split(factory: sessionmaker[Session], settings: Settings, project_id: int, seed: int = 42):
     with transaction(factory) as s:
-        return load_split(s, project_id, image_store(settings), 0.2, seed)
+        rows = labelled_images(s, project_id)
+    return load_split(rows, image_store(settings), 0.2, seed)
 
 
 def test_only_ok_labelled_images_and_classes_by_id(

@@ -23,7 +23,7 @@ from core.tables import ModelVersion
 from workers.runner import JobContext
 from workers.train import train_job
 from workers.training.cam import WithCam
-from workers.training.data import load_split
+from workers.training.data import labelled_images, load_split
 
 # Real training runs, served processes: seconds each.
 pytestmark = pytest.mark.slow
@@ -45,7 +45,8 @@ def test_export_reloads_with_the_same_predictions(
         assert version is not None
         files = {k: settings.data_dir / v for k, v in version.files.items()}
         assert all(v.startswith(f"models/{version.id}/") for v in version.files.values())
-        split = load_split(s, project_id, image_store(settings), 0.2, 42)
+        rows = labelled_images(s, project_id)
+    split = load_split(rows, image_store(settings), 0.2, 42)
     metadata = json.loads(files["metadata"].read_text())
     assert metadata["arch"] == "resnet18"
     assert metadata["classes"] == ["grizzly", "black"]

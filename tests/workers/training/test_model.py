@@ -65,18 +65,17 @@ def test_local_weights_file_loads_the_body(tmp_path: Path) -> None:
 
 
 def test_a_job_reads_weights_only_from_its_own_project(tmp_path: Path) -> None:
-    from core.config import Settings
-    from core.weights import WeightsError, weights_dir
+    from core.store import LocalStore
+    from core.weights import WeightsError, weights_key
     from workers.train import weights_path
 
-    settings = Settings(data_dir=tmp_path / "data")
-    mine = weights_dir(settings, 1) / "body.safetensors"
-    mine.parent.mkdir(parents=True)
+    store = LocalStore(tmp_path / "data")
+    mine = store.staging(weights_key(1, "body.safetensors"))
     save_file({"w": torch.zeros(1)}, str(mine))
-    assert weights_path(settings, 1, "body.safetensors") == mine
+    assert weights_path(store, 1, "body.safetensors") == mine
     # The same name in another project is that project's own, and absent there.
     with pytest.raises(WeightsError, match="no weights file"):
-        weights_path(settings, 2, "body.safetensors")
+        weights_path(store, 2, "body.safetensors")
     for hostile in ("../1/weights/body.safetensors", "/etc/passwd", "models/3/weights.safetensors"):
         with pytest.raises(WeightsError, match="not a weights file name"):
-            weights_path(settings, 2, hostile)
+            weights_path(store, 2, hostile)

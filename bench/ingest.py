@@ -5,19 +5,24 @@ of mixed sizes up to 1600x1200, about 5% of them broken (truncated, HTML saved a
 random bytes). Both sides get the same URL list:
 
 - fastai (the anchor): ``download_images(dest, urls=...)`` with its defaults (8 threads,
-  4 s timeout), then ``verify_images(get_image_files(dest))`` and unlinking the failures.
+  4 s timeout), then ``verify_images(get_image_files(dest))`` and unlinking the failures:
+  the lesson's steps, which keep no normalised copy and no thumbnail. For the same work as
+  Winnow's it then runs ``resize_images(max_size=512)`` and a thumbnail pass (same_work.py).
 - Winnow: the ``import_urls`` job: async downloads under the SSRF guard, sha256 dedupe, a
   database row with provenance per image, and each stored image verified while the rest
   download (a real decode in isolated children, normalised copy, thumbnail, perceptual
   hash, state ok or rejected, near-duplicate groups).
 
 images/s = URLs in the list / wall seconds until every image is downloaded and verified.
-Imports and the image generation are outside the timing. Each side's line also says how
-busy the machine's CPUs were meanwhile (from /proc/stat, where there is one): a side that
-waits on the network leaves them idle, a side bound by its CPU work keeps them busy.
-The last line is machine-readable.
+``ratio`` compares Winnow with the lesson's steps, ``ratio_same_work`` with fastai doing
+the same work. ``cpu_ms_per_image`` = CPU time of the side's process and all its children
+(cputime.py; not the server's) / URLs. Imports and the image generation are outside the
+timing. Each side's line also says how busy the machine's CPUs were meanwhile (from
+/proc/stat, where there is one): a side that waits on the network leaves them idle, a side
+bound by its CPU work keeps them busy. The last line is machine-readable.
 
     .venv/bin/python bench/ingest.py             # about a minute on 2 cores
+    .venv/bin/python bench/ingest.py --quick     # 300 images: proves it runs
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ for path in (HERE, ROOT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from cputime import CpuClock  # noqa: E402
 from extra import ensure_bench_extra  # noqa: E402
+from same_work import normalise, thumbnails  # noqa: E402
 from synthetic import job_context  # noqa: E402
 
 LABEL = "bench"
@@ -146,6 +153,7 @@ class Run:
     seconds: float
     steps: str  # where the seconds went
     kept: int
+    cpu_ms: float | None  # CPU milliseconds an image, the side's processes together
     notes: str = ""
     busy: str = ""  # how busy the CPUs were meanwhile
 
@@ -153,8 +161,12 @@ class Run:
         notes = f" {self.notes}" if self.notes else ""
         return (
             f"{name}: {urls / self.seconds:.0f} img/s ({self.steps}), "
-            f"{self.kept} images kept{notes}{self.busy}"
+            f"{self.kept} images kept{notes}, {_ms(self.cpu_ms)} CPU ms an image{self.busy}"
         )
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def cpu_ticks() -> tuple[int, int] | None:
@@ -179,23 +191,33 @@ def busy_since(start: tuple[int, int] | None) -> str:
     return f"; the machine's CPUs {share:.0%} busy ({usable} of {os.cpu_count()} usable here)"
 
 
-def run_fastai(urls: list[str], dest: Path) -> Run:
+def run_fastai(urls: list[str], dest: Path, server: int) -> tuple[Run, Run]:
+    """The lesson's steps, then the rest of the same work: (lesson, same work)."""
     from fastai.vision.all import download_images, get_image_files, verify_images
 
     # fastprogress draws a bar on stdout; the timing does not need it.
     with contextlib.redirect_stdout(io.StringIO()):
-        ticks = cpu_ticks()
+        ticks, clock = cpu_ticks(), CpuClock(exclude=[server]).start()
         started = time.perf_counter()
         download_images(dest, urls=urls)
         downloaded = time.perf_counter()
         failed = verify_images(get_image_files(dest))
         failed.map(Path.unlink)
         verified = time.perf_counter()
+        lesson_ms, lesson_busy = clock.ms_per(len(urls)), busy_since(ticks)
+        resized = normalise(dest, dest.with_name(dest.name + "-normal"))
+        thumbed = thumbnails(dest.with_name(dest.name + "-normal"), dest.with_name("thumbs"))
+        same_ms, same_busy = clock.ms_per(len(urls)), busy_since(ticks)
+        clock.stop()
+    kept = len(get_image_files(dest))
     steps = f"{downloaded - started:.1f} s download + {verified - downloaded:.1f} s verify"
-    return Run(verified - started, steps, len(get_image_files(dest)), busy=busy_since(ticks))
+    lesson = Run(verified - started, steps, kept, lesson_ms, busy=lesson_busy)
+    steps += f" + {resized:.1f} s resize_images(max_size=512) + {thumbed:.1f} s thumbnails"
+    same = Run(verified - started + resized + thumbed, steps, kept, same_ms, busy=same_busy)
+    return lesson, same
 
 
-def run_winnow(urls: list[str], data_dir: Path) -> Run:
+def run_winnow(urls: list[str], data_dir: Path, server: int) -> Run:
     from core.config import Settings
     from core.db import Base, make_engine, make_session_factory, transaction
     from core.tables import Project
@@ -214,18 +236,19 @@ def run_winnow(urls: list[str], data_dir: Path) -> Run:
     engine.dispose()
     items = [{"url": url, "label": LABEL} for url in urls]
 
-    ticks = cpu_ticks()
+    ticks, clock = cpu_ticks(), CpuClock(exclude=[server]).start()
     started = time.perf_counter()
     imported = import_urls_job(job_context(settings, project_id, "import_urls", {"items": items}))
     seconds = time.perf_counter() - started
-    busy = busy_since(ticks)
+    busy, cpu_ms = busy_since(ticks), clock.ms_per(len(urls))
+    clock.stop()
     verified = imported["verify"]
     notes = (
         f"(import: {imported['downloaded']} stored, {imported['failures_by_reason']}; "
         f"verify rejected: {verified['rejected_by_reason']})"
     )
     steps = f"{seconds:.1f} s download and verify, overlapped"
-    return Run(seconds, steps, verified["ok"], notes, busy)
+    return Run(seconds, steps, verified["ok"], cpu_ms, notes, busy)
 
 
 def main() -> None:
@@ -238,11 +261,14 @@ def main() -> None:
     parser.add_argument(
         "--cache", type=Path, default=Path(tempfile.gettempdir()) / "winnow-bench-ingest"
     )
+    parser.add_argument("--quick", action="store_true", help="300 images")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         asyncio.run(_serve(args.serve, args.latency, args.hosts))
         return
+    if args.quick:
+        args.images = 300
 
     ensure_bench_extra()
     # torch and fastai warn about their own deprecations on import; not this bench's business.
@@ -260,9 +286,10 @@ def main() -> None:
 
         import workers.verify.streaming  # noqa: F401
 
-        theirs = run_fastai(urls, work / "fastai")
-        print(theirs.line("fastai", len(urls)), flush=True)
-        ours = run_winnow(urls, work / "winnow")
+        theirs, same = run_fastai(urls, work / "fastai", server.pid)
+        print(theirs.line("fastai, the lesson's steps", len(urls)), flush=True)
+        print(same.line("fastai, the same work", len(urls)), flush=True)
+        ours = run_winnow(urls, work / "winnow", server.pid)
         print(ours.line("winnow", len(urls)), flush=True)
     finally:
         server.terminate()
@@ -271,7 +298,10 @@ def main() -> None:
     winnow, anchor = len(urls) / ours.seconds, len(urls) / theirs.seconds
     print(
         f"RESULT ingest winnow={winnow:.1f} anchor={anchor:.1f} unit=img/s "
-        f"ratio={winnow / anchor:.2f}"
+        f"ratio={winnow / anchor:.2f} ratio_same_work={same.seconds / ours.seconds:.2f} "
+        f"anchor_same_work={len(urls) / same.seconds:.1f} "
+        f"winnow_cpu_ms_per_image={_ms(ours.cpu_ms)} anchor_cpu_ms_per_image={_ms(theirs.cpu_ms)} "
+        f"anchor_same_work_cpu_ms_per_image={_ms(same.cpu_ms)}"
     )
 
 

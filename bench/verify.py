@@ -4,12 +4,16 @@ Both run on the same 2,000 generated files, on all CPUs this process may use. fa
 each file and decodes it at 1/8 scale (its ``verify_images``). Winnow's job does more: a
 full decode under limits in isolated children, EXIF orientation, RGB conversion, a
 normalised copy and a thumbnail written to the store, a perceptual hash, database writes
-with label events and near-duplicate grouping. Each side runs twice; the best run counts.
-For context it also times fastai's ``resize_images(max_size=512)``, the lesson's step that
-normalises a download folder (a decode at 1/8, a full decode, a resize and a save per file).
+with label events and near-duplicate grouping. ``ratio`` is against ``verify_images``
+alone; ``ratio_same_work`` against ``verify_images`` followed by the lesson's step that
+normalises a folder, ``resize_images(max_size=512)`` (a decode at 1/8, a full decode, a
+resize and a save per file); Winnow's thumbnails, hashes and rows are still extra.
+Each side runs twice; the best run counts. ``cpu_ms_per_image`` = CPU time of the process
+and all its children (cputime.py) / files, from the best run.
 
-Run from the repository root: ``.venv/bin/python bench/verify.py [--files N]``.
-The last line is ``RESULT verify winnow=<img/s> anchor=<img/s> unit=img/s ratio=<w/a>``.
+Run from the repository root: ``.venv/bin/python bench/verify.py [--files N] [--quick]``.
+The last line is ``RESULT verify winnow=<img/s> anchor=<img/s> unit=img/s ratio=<w/a>
+ratio_same_work=<w/a> ...``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -29,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from cputime import CpuClock  # noqa: E402
 from extra import ensure_bench_extra  # noqa: E402
+from same_work import normalise  # noqa: E402
 
 # Longest sides of web images as search engines return them: mostly 600-2000 px.
 SIDES = (480, 640, 800, 1000, 1200, 1280, 1600, 1920, 2048, 2400)
@@ -86,21 +93,19 @@ def generate(folder: Path, count: int) -> list[Path]:
     return [existing[f"{i:05d}"] for i in range(count)]
 
 
-def run_fastai(paths: list[Path]) -> tuple[float, int]:
-    from fastai.vision.utils import verify_images
+@dataclass
+class Side:
+    """The best round of one side: images/s and CPU ms an image."""
 
-    started = time.perf_counter()
-    failed = verify_images(paths)
-    return time.perf_counter() - started, len(failed)
+    speed: float = 0.0
+    cpu_ms: float | None = None
 
+    def update(self, images: int, seconds: float, cpu_ms: float | None) -> None:
+        if images / seconds > self.speed:
+            self.speed, self.cpu_ms = images / seconds, cpu_ms
 
-def run_fastai_resize(paths: list[Path], dest: Path) -> float:
-    """The lesson's normalising step: verify, decode, resize to 512 and save each file."""
-    from fastai.vision.utils import resize_images
-
-    started = time.perf_counter()
-    resize_images(paths[0].parent, max_size=512, dest=dest)
-    return time.perf_counter() - started
+    def ms(self) -> str:
+        return "n/a" if self.cpu_ms is None else f"{self.cpu_ms:.1f}"
 
 
 def run_winnow(paths: list[Path], folder: Path) -> tuple[float, dict[str, object]]:
@@ -138,14 +143,38 @@ def run_winnow(paths: list[Path], folder: Path) -> tuple[float, dict[str, object
     return seconds, result
 
 
+def fastai_round(paths: list[Path], dest: Path, lesson: Side, same: Side) -> str:
+    """verify_images, then resize_images(max_size=512), each timed; the best rounds kept."""
+    from fastai.vision.utils import verify_images
+
+    n = len(paths)
+    clock = CpuClock().start()
+    started = time.perf_counter()
+    failed = verify_images(paths)
+    verified = time.perf_counter() - started
+    lesson.update(n, verified, clock.ms_per(n))
+    resized = normalise(paths[0].parent, dest)
+    same.update(n, verified + resized, clock.ms_per(n))
+    clock.stop()
+    return (
+        f"{verified:6.2f} s verify_images ({n / verified:7.1f} img/s) + {resized:6.2f} s "
+        f"resize_images(max_size=512) = {n / (verified + resized):6.1f} img/s, "
+        f"failed={len(failed)}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="300 files, one round")
     parser.add_argument("--corpus", type=Path, help="Keep the generated files here for reruns.")
     args = parser.parse_args()
+    if args.quick:
+        args.files, args.rounds = 300, 1
     ensure_bench_extra()
     cpus = len(os.sched_getaffinity(0))
+    lesson, same, winnow = Side(), Side(), Side()
     with tempfile.TemporaryDirectory(prefix="winnow-bench-") as tmp:
         folder = Path(tmp)
         started = time.perf_counter()
@@ -155,29 +184,23 @@ def main() -> None:
             f"{len(paths)} files, {megabytes:.0f} MB, generated in "
             f"{time.perf_counter() - started:.1f} s; {cpus} CPUs"
         )
-        anchor, winnow = 0.0, 0.0
         for round_ in range(args.rounds):
-            seconds, failed = run_fastai(paths)
-            anchor = max(anchor, len(paths) / seconds)
-            print(
-                f"fastai verify_images  round {round_ + 1}: {seconds:6.2f} s "
-                f"{len(paths) / seconds:7.1f} img/s  failed={failed}"
-            )
+            line = fastai_round(paths, folder / f"resized-{round_}", lesson, same)
+            print(f"fastai round {round_ + 1}: {line}")
+            clock = CpuClock().start()
             seconds, result = run_winnow(paths, folder / f"winnow-{round_}")
-            winnow = max(winnow, len(paths) / seconds)
+            winnow.update(len(paths), seconds, clock.ms_per(len(paths)))
+            clock.stop()
             print(
-                f"winnow verify_job     round {round_ + 1}: {seconds:6.2f} s "
-                f"{len(paths) / seconds:7.1f} img/s  ok={result['ok']} "
+                f"winnow round {round_ + 1}: {seconds:6.2f} s verify_job "
+                f"({len(paths) / seconds:7.1f} img/s) ok={result['ok']} "
                 f"rejected={result['rejected_by_reason']} groups={result['duplicate_groups']}"
             )
-        seconds = run_fastai_resize(paths, folder / "resized")
-        print(
-            f"for context, fastai resize_images(max_size=512): {seconds:6.2f} s "
-            f"{len(paths) / seconds:7.1f} img/s; winnow/that={winnow * seconds / len(paths):.2f}"
-        )
     print(
-        f"RESULT verify winnow={winnow:.1f} anchor={anchor:.1f} unit=img/s "
-        f"ratio={winnow / anchor:.2f}"
+        f"RESULT verify winnow={winnow.speed:.1f} anchor={lesson.speed:.1f} unit=img/s "
+        f"ratio={winnow.speed / lesson.speed:.2f} ratio_same_work={winnow.speed / same.speed:.2f} "
+        f"anchor_same_work={same.speed:.1f} winnow_cpu_ms_per_image={winnow.ms()} "
+        f"anchor_cpu_ms_per_image={lesson.ms()} anchor_same_work_cpu_ms_per_image={same.ms()}"
     )
 
 

@@ -2,6 +2,12 @@
 
 The frozen stage trains the head on body features computed once (the LR finder uses the
 same features); the unfrozen stage trains everything with discriminative learning rates.
+The features are those of the training images augmented, in training batches: what
+fastai's frozen epoch shows its head and its BatchNorm statistics. Features of plain
+centre crops in larger batches cost the same, but left the model measurably less accurate
+after the unfrozen epochs (bench/train.py at 320 images, 10 seeds: median error 0.101
+against fastai's 0.055, worse in 8 seeds; with augmented features 0.047, better than
+fastai in 4 seeds, worse in 5).
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ class Loaders:
         return epochs * max(1, self.num_train // self.batch_size)
 
     def feature_batches(self) -> int:
-        return len(self.train_plain) + len(self.valid)
+        return len(self.train) + len(self.valid)
 
     def unfrozen_batches(self, epochs: int) -> int:
         return epochs * (len(self.train) + len(self.valid))
@@ -239,8 +245,11 @@ def body_features(
     progress: Progress,
     adapt_bn: bool,
 ) -> tuple[Features, Features]:
-    """Train features first: adapting BatchNorm there must precede the validation pass."""
-    train = extract_features(model, arch, loaders.train_plain, device, progress, adapt_bn)
+    """Features of one augmented pass over the training images (see the module's note),
+    then of the validation images. Train features first: adapting BatchNorm there must
+    precede the validation pass. With several frozen epochs the head sees this one
+    augmented view of each image in every epoch."""
+    train = extract_features(model, arch, loaders.train, device, progress, adapt_bn)
     valid = extract_features(model, arch, loaders.valid, device, progress, adapt_bn=False)
     return train, valid
 

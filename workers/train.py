@@ -163,6 +163,7 @@ def _create_version(ctx: JobContext, params: TrainParams, split: DataSplit) -> i
         version.advice = []
         version.files = {}
         version.interpretation = None
+        version.validation = None
         s.flush()
         return version.id
 
@@ -180,6 +181,8 @@ class Training:
     loaders: Loaders
     progress: Progress
     features: tuple[Features, Features] | None = None
+    # The best epoch's prediction for every validation image (ModelVersion.validation).
+    validation: dict[str, list[int]] | None = None
 
 
 def train_job(ctx: JobContext) -> dict[str, Any]:
@@ -304,6 +307,13 @@ def _interpret_and_export(t: Training, result: FitResult) -> tuple[dict[str, Any
     out_dir = ctx.store.staging_root / prefix
     evaluation = evaluate(model, t.loaders.valid, t.device)
     interpretation = interpret(evaluation, split.valid, split.classes)
+    # Kept whole (beside the interpretation, which keeps only the top losses) so that two
+    # versions can be compared image by image on the validation images they share.
+    t.validation = {
+        "image_ids": [s.image_id for s in split.valid],
+        "actual": [int(v) for v in evaluation.targets.tolist()],
+        "predicted": [int(v) for v in evaluation.probs.argmax(1).tolist()],
+    }
     for row in interpretation["top_losses"]:
         sample = next(s for s in split.valid if s.image_id == row["image_id"])
         png = out_dir / "gradcam" / f"{sample.image_id}.png"
@@ -347,6 +357,7 @@ def _record(
         version.error_rate = best["error_rate"] if best else None
         version.advice = advice
         version.interpretation = interpretation
+        version.validation = t.validation
         version.files = files
         version.params = {**version.params, "lr": lr, "weights_source": t.built.weights}
     summary = f"error rate {best['error_rate']:.4f} (epoch {result.best_epoch})" if best else ""

@@ -16,7 +16,17 @@ from api.body_limits import BodyLimits
 from api.deps import LoginRequired, has_credentials
 from api.headers import SecurityHeaders
 from api.request_metrics import Metrics, RequestMetrics
-from api.routes import auth, exports, images, jobs, model_versions, ops, projects, weights
+from api.routes import (
+    auth,
+    exports,
+    images,
+    jobs,
+    model_versions,
+    ops,
+    projects,
+    review,
+    weights,
+)
 from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory
 from core.metrics import StateCollector
@@ -69,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             version=VERSION,
         )
 
-    for module in (auth, projects, images, jobs, model_versions, weights, exports):
+    for module in (auth, projects, images, review, jobs, model_versions, weights, exports):
         app.include_router(module.router, prefix="/api")
 
     @app.exception_handler(LoginRequired)

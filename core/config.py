@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         description="Seconds a sent job may wait queued before its message is sent again "
         "(a broker that lost it); a job the broker refused is sent again at once.",
     )
+    review_lease_seconds: float = Field(
+        default=300.0,
+        description="Seconds of inactivity after which a reviewer's batch of the shared "
+        "review queue goes back to the others.",
+    )
     job_queue_max: float = Field(
         default=7 * 86400.0,
         description="Seconds a job may wait queued (no worker took it) before it fails.",

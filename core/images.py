@@ -5,12 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import String, and_, cast, func, or_, select
+from sqlalchemy import Select, String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from core.schemas import ImageOut
-from core.tables import Image, ImageClass, ImageScore, ImageState, ModelVersion
+from core.tables import (
+    EventSource,
+    Image,
+    ImageClass,
+    ImageScore,
+    ImageState,
+    LabelEvent,
+    ModelVersion,
+    OpinionState,
+    SecondOpinion,
+)
 
 Sort = Literal["id", "-id", "loss", "-loss"]
 
@@ -27,6 +37,9 @@ class ImageFilter:
     cross_class: bool = False
     reject_reason: str | None = None
     query: str | None = None  # the search query that brought the image in
+    ids: list[int] | None = None  # only these images (a reviewer's leased batch)
+    # Only images whose blind second opinion disagreed, not decided about since.
+    disagreed: bool = False
 
 
 def latest_scored_model(session: Session, project_id: int) -> tuple[int, str] | None:
@@ -41,6 +54,26 @@ def latest_scored_model(session: Session, project_id: int) -> tuple[int, str] | 
     ).first()
     # "out_of_fold" sorts after "in_sample", so desc() prefers it for the same model.
     return (row[0], row[1]) if row else None
+
+
+# Label events a person asked for (not the verifier's): decisions about an image.
+HUMAN_SOURCES = (EventSource.api, EventSource.ui, EventSource.bulk)
+
+
+def unresolved_disagreements(project_id: int) -> Select[int]:
+    """Images whose second opinion disagreed and which nobody has decided about since."""
+    return select(SecondOpinion.image_id).where(
+        SecondOpinion.project_id == project_id,
+        SecondOpinion.state == OpinionState.disagreed,
+        ~select(LabelEvent.id)
+        .where(
+            LabelEvent.image_id == SecondOpinion.image_id,
+            LabelEvent.id > SecondOpinion.event_id,
+            LabelEvent.source.in_(HUMAN_SOURCES),
+            LabelEvent.created_at >= SecondOpinion.answered_at,
+        )
+        .exists(),
+    )
 
 
 def list_images(
@@ -81,6 +114,10 @@ def list_images(
         conds.append(Image.reject_reason == flt.reject_reason)
     if flt.query is not None:
         conds.append(Image.query == flt.query)
+    if flt.ids is not None:
+        conds.append(Image.id.in_(flt.ids))
+    if flt.disagreed:
+        conds.append(Image.id.in_(unresolved_disagreements(project_id)))
     # The outer joins below match at most one row each (primary keys; one score per model,
     # image and method), so they cannot change the count: count the filtered images alone.
     total = session.scalar(select(func.count(Image.id)).where(*conds)) or 0

@@ -4,30 +4,34 @@ and every action on them is a call to the documented REST API (see static/app.js
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.deps import (
     MAX_ID,
+    Access,
     DbSession,
     LoginRequired,
     PageAccess,
     RowId,
+    SettingsDep,
     load_version,
     optional_user,
     password_login,
     start_session,
 )
-from core import projects
+from core import projects, review
 from core.images import ImageFilter, Sort, filter_choices, latest_scored_model, list_images
 from core.kinds import KINDS, JobKindName
 from core.model_version_schemas import ModelDetail
 from core.query_stats import query_quality
+from core.schemas import ImageOut
 from core.security import SESSION_COOKIE, SessionSigner
 from core.stats import class_stats
 from core.tables import ApiToken, ImageState, Job, JobStatus, ModelVersion, Role, User
@@ -170,19 +174,24 @@ def review_page(
     request: Request,
     session: DbSession,
     access: PageAccess,
+    settings: SettingsDep,
     state: str = "ok",
     label: str = "",
     sort: str = "-loss",
     reason: str = "",
     query: str = "",
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    mode: Literal["", "queue", "second"] = "",
 ) -> Response:
     classes = access.project.classes
     label_id = next((c.id for c in classes if c.name == label), None)
+    if mode:
+        return _team_review(request, session, access, mode, settings.review_lease_seconds)
     flt = ImageFilter(
         label_id=label_id,
         duplicates=state == "duplicates",
         cross_class=state == "cross-class",
+        disagreed=state == "disagreed",
         reject_reason=reason or None,
         query=query or None,
     )
@@ -214,6 +223,52 @@ def review_page(
         page_size=REVIEW_PAGE,
         sort=sort_key,
         scored=scored,
+    )
+
+
+def _team_review(
+    request: Request, session: Session, access: Access, mode: str, lease_seconds: float
+) -> Response:
+    """The shared queue: the batch this person holds (first review, or blind checks)."""
+    pid = access.project.id
+    held = review.held(session, pid, access.user.id)
+    blind = mode == "second"
+    if blind != bool(held.opinions):
+        held = review.Batch(expires_at=held.expires_at, image_ids=[])
+    items: list[ImageOut] = []
+    if held.image_ids and not blind:
+        _, items = list_images(
+            session, pid, ImageFilter(ids=held.image_ids), sort="-loss", limit=len(held.image_ids)
+        )
+    return _render(
+        request,
+        "team_review.html",
+        access.user,
+        access=access,
+        project=access.project,
+        classes=access.project.classes,
+        mode=mode,
+        items=items,
+        blind=[(i, held.opinions[i]) for i in held.image_ids if i in held.opinions],
+        expires_at=held.expires_at if held.image_ids else None,
+        lease_seconds=lease_seconds,
+    )
+
+
+@router.get("/projects/{project_id}/team", response_class=HTMLResponse)
+def team_page(
+    project_id: RowId, request: Request, session: DbSession, access: PageAccess
+) -> Response:
+    """The owner's view of cleaning as a team: progress per person and class, agreement."""
+    if access.role is not Role.owner:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the project's owners see this")
+    return _render(
+        request,
+        "team.html",
+        access.user,
+        access=access,
+        project=access.project,
+        progress=review.report(session, project_id),
     )
 
 

@@ -29,7 +29,7 @@ def load_image(session: Session, project_id: int, image_id: int) -> Image:
     return image
 
 
-def _label_id(session: Session, project_id: int, name: str | None) -> int | None:
+def class_id_or_422(session: Session, project_id: int, name: str | None) -> int | None:
     if name is None:
         return None
     try:
@@ -52,6 +52,10 @@ def get_images(
     query: Annotated[
         str | None, Query(description="Only images a harvest found with this search query.")
     ] = None,
+    disagreed: Annotated[
+        bool,
+        Query(description="Only images whose blind second opinion disagreed, undecided since."),
+    ] = False,
     model: int | None = Query(
         default=None, le=MAX_ID, description="Model version whose scores to show."
     ),
@@ -64,7 +68,7 @@ def get_images(
     pid = access.project.id
     flt = ImageFilter(
         state=state,
-        label_id=_label_id(session, pid, label) if label not in (None, "-") else None,
+        label_id=class_id_or_422(session, pid, label) if label not in (None, "-") else None,
         unlabelled=label == "-",
         model_version_id=model,
         method=method,
@@ -72,6 +76,7 @@ def get_images(
         cross_class=cross_class,
         reject_reason=reason,
         query=query,
+        disagreed=disagreed,
     )
     total, items = list_images(session, pid, flt, sort=sort, limit=limit, offset=offset)
     return ImagePage(total=total, items=items)
@@ -150,7 +155,7 @@ def update_image(
     action = body.action or ("relabel" if body.label is not None else None)
     if action is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give an action or a label")
-    label_id = _label_id(session, access.project.id, body.label)
+    label_id = class_id_or_422(session, access.project.id, body.label)
     try:
         _apply(session, store, image, action, label_id, body.version, access.user.id, source)
         session.flush()
@@ -176,7 +181,7 @@ def bulk_update(
     body: BulkPatch, access: EditorAccess, session: DbSession, store: StoreDep
 ) -> BulkResult:
     """Apply one action to many images; stale or impossible ones are reported, the rest applied."""
-    label_id = _label_id(session, access.project.id, body.label)
+    label_id = class_id_or_422(session, access.project.id, body.label)
     if body.action == "relabel" and label_id is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "relabel needs a label")
     changed, conflicts = [], []

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from torchvision import models
 
@@ -17,9 +17,9 @@ from core.config import Settings
 from core.db import transaction
 from core.preprocess import prepare
 from core.store import image_store
-from core.tables import Image, ImageClass, ImageScore, ImageState, ModelVersion
+from core.tables import Image, ImageClass, ImageScore, ImageState, Job, ModelVersion
 from workers.rank import rank_job
-from workers.runner import JobContext
+from workers.runner import JobCancelled, JobContext
 from workers.train import train_job
 
 # Real training runs, served processes: seconds each.
@@ -129,3 +129,33 @@ def test_rank_needs_a_model(
         rank_job(job_context("rank", {}))
     with pytest.raises(ValueError, match="train one first"):
         rank_job(job_context("rank", {"model_version_id": 999}))
+
+
+def test_cross_validated_ranking_is_cancelled_within_a_fold(
+    images: Callable[..., list[int]],
+    job_context: Callable[..., JobContext],
+    factory: sessionmaker[Session],
+) -> None:
+    images(per_class=12)
+    train_job(job_context("train", PARAMS))
+    ctx = job_context("rank", {"out_of_fold": True, "folds": 3})
+    ctx.report_interval = 0.0
+    messages: list[str] = []
+    report = ctx.report
+
+    def cancelling(done: int, total: int, message: str = "", force: bool = False) -> None:
+        messages.append(message)
+        if message == "fold 2/3: training" and done == 1:
+            with transaction(factory) as s:
+                s.execute(update(Job).where(Job.id == ctx.job_id).values(cancel_requested=True))
+        report(done, total, message, force)
+
+    ctx.report = cancelling  # type: ignore[method-assign]
+    with pytest.raises(JobCancelled):
+        rank_job(ctx)
+    # Progress went fold by fold, and the cancel stopped the second fold at its next batch.
+    assert "fold 1/3: scoring the held-out fold" in messages
+    assert messages[-1] == "fold 2/3: training"
+    assert not any(m.startswith("fold 3/3") for m in messages)
+    # Nothing half-done is stored as an out-of-fold ranking.
+    assert _scores(factory, "out_of_fold") == []

@@ -30,6 +30,7 @@ from core import projects, review
 from core.images import ImageFilter, Sort, filter_choices, latest_scored_model, list_images
 from core.kinds import KINDS, JobKindName
 from core.model_version_schemas import ModelDetail
+from core.pairs import similar_pairs
 from core.query_stats import query_quality
 from core.schemas import ImageOut
 from core.security import SESSION_COOKIE, SessionSigner
@@ -42,6 +43,7 @@ router = APIRouter(include_in_schema=False)
 
 STATES = {s.value for s in ImageState}
 REVIEW_PAGE = 100  # tiles per review page
+PAIRS_PAGE = 50  # near-duplicate pairs per page
 SORTS: tuple[Sort, ...] = ("-loss", "loss", "id", "-id")
 
 PageUser = Annotated[User | None, Depends(optional_user)]
@@ -269,6 +271,32 @@ def team_page(
         access=access,
         project=access.project,
         progress=review.report(session, project_id),
+    )
+
+
+@router.get("/projects/{project_id}/pairs", response_class=HTMLResponse)
+def pairs_page(
+    project_id: RowId,
+    request: Request,
+    session: DbSession,
+    access: PageAccess,
+    cross_class: bool = False,
+    settled: bool = False,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> Response:
+    """Near-duplicate pairs of the latest ranking, side by side, cross-class first."""
+    found = similar_pairs(session, project_id, cross_class, settled, PAIRS_PAGE, offset)
+    return _render(
+        request,
+        "pairs.html",
+        access.user,
+        access=access,
+        project=access.project,
+        pairs=found,
+        cross_class=cross_class,
+        settled=settled,
+        offset=offset,
+        page_size=PAIRS_PAGE,
     )
 
 

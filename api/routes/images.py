@@ -15,6 +15,7 @@ from api.files import store_response
 from core import labels
 from core.images import ImageFilter, Sort, image_out, list_images
 from core.ingest import class_by_name
+from core.pairs import PairsPage, similar_pairs
 from core.schemas import BulkPatch, BulkResult, ImageOut, ImagePage, ImagePatch, LabelEventOut
 from core.store import ImageStore, image_key
 from core.tables import EventSource, Image, ImageClass, ImageState, LabelAction, LabelEvent, User
@@ -80,6 +81,25 @@ def get_images(
     )
     total, items = list_images(session, pid, flt, sort=sort, limit=limit, offset=offset)
     return ImagePage(total=total, items=items)
+
+
+@router.get("/projects/{project_id}/similar-pairs", response_model=PairsPage)
+def get_similar_pairs(
+    access: ProjectAccess,
+    session: DbSession,
+    cross_class: Annotated[
+        bool, Query(description="Only pairs whose two images carry different labels.")
+    ] = False,
+    settled: Annotated[
+        bool, Query(description="Also pairs decided since the ranking (deleted, relabelled).")
+    ] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> PairsPage:
+    """Near-duplicates by the model's features from the latest rank job, cross-class first:
+    one of two labels is wrong, or one photo is in the dataset twice (and may sit on both
+    sides of the validation split)."""
+    return similar_pairs(session, access.project.id, cross_class, settled, limit, offset)
 
 
 @router.get("/projects/{project_id}/images/{image_id}", response_model=ImageOut)

@@ -428,7 +428,9 @@ def load_comparison(session: Session, first: ModelVersion, second: ModelVersion)
     names = dict(
         session.execute(
             select(ImageClass.id, ImageClass.name).where(ImageClass.project_id == project_id)
-        ).tuples().all()
+        )
+        .tuples()
+        .all()
     )
     images: dict[int, ImageNow] = {}
     for chunk in _chunks(sorted(ids_a ^ ids_b)):

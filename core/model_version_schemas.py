@@ -134,3 +134,102 @@ class PredictionOut(BaseModel):
 class PredictOut(BaseModel):
     model_version_id: int
     predictions: list[PredictionOut]
+
+
+class CompareSide(BaseModel):
+    """One of the two versions, on its whole validation set."""
+
+    id: int
+    created_at: datetime
+    classes: list[str]
+    split_seed: int
+    valid_pct: float
+    num_valid: int = Field(description="Images in its whole validation set.")
+    stored_error_rate: float | None = Field(description="The best epoch's error, as trained.")
+    recomputed_error_rate: float | None = Field(
+        description="mean(actual != predicted) over its stored validation predictions."
+    )
+    error_rate_matches: bool = Field(
+        description="Whether the two agree (to float32 precision: training computes in float32)."
+    )
+
+
+class LeftOut(BaseModel):
+    """A validation image of one version only, and why."""
+
+    image_id: int
+    reason: str = Field(
+        description="deleted, rejected, pending, unlabelled, relabelled, added, restored, "
+        "labelled, split or other"
+    )
+    detail: str
+
+
+class Relabelled(BaseModel):
+    image_id: int
+    before: str = Field(description="Its label when the older version trained.")
+    after: str = Field(description="Its label when the newer version trained.")
+
+
+class ErrorPair(BaseModel):
+    """Errors of the older and the newer version on the shared images."""
+
+    errors_before: int
+    errors_after: int
+    before: float | None
+    after: float | None
+
+
+class ClassErrors(BaseModel):
+    label: str = Field(description="The class, by the newer version's labels.")
+    count: int
+    errors_before: int
+    errors_after: int
+    error_rate_before: float | None
+    error_rate_after: float | None
+
+
+class ChangedImage(BaseModel):
+    image_id: int
+    label: str = Field(description="By the newer version's labels.")
+    before: str = Field(description="The older version's prediction.")
+    after: str = Field(description="The newer version's prediction.")
+
+
+class Changed(BaseModel):
+    """Shared images whose prediction changed, judged against the newer labels."""
+
+    fixed: list[ChangedImage] = Field(description="Wrong before, right after.")
+    broken: list[ChangedImage] = Field(description="Right before, wrong after.")
+    still_wrong: int = Field(description="Another prediction, wrong both times.")
+
+
+class Comparison(BaseModel):
+    """Two versions of a project on the validation images they share: before is the older."""
+
+    project_id: int
+    before: CompareSide
+    after: CompareSide
+    cleaned: int = Field(
+        description="Images people changed (label events from api, ui or bulk) between the "
+        "two versions' training."
+    )
+    shared: list[int] = Field(description="Validation images of both versions.")
+    only_before: list[LeftOut]
+    only_after: list[LeftOut]
+    relabelled: list[Relabelled] = Field(description="Shared images whose label changed.")
+    own_labels: ErrorPair = Field(
+        description="Each version against the labels it was trained and validated with."
+    )
+    after_labels: ErrorPair = Field(
+        description="Both versions against the newer labels: the like-for-like figure."
+    )
+    per_class: list[ClassErrors]
+    classes: list[str] = Field(description="Both versions' classes, rows and columns below.")
+    confusion_before: list[list[int]] = Field(
+        description="The older version on the shared images (rows: newer label, columns: "
+        "predicted)."
+    )
+    confusion_after: list[list[int]]
+    changed: Changed
+    verdict: str

@@ -27,6 +27,7 @@ from api.deps import (
     start_session,
 )
 from core import projects, review
+from core.compare import NotComparable, load_comparison
 from core.images import ImageFilter, Sort, filter_choices, latest_scored_model, list_images
 from core.kinds import KINDS, JobKindName
 from core.model_version_schemas import ModelDetail
@@ -309,11 +310,61 @@ def history_page(project_id: RowId, request: Request, access: PageAccess) -> Res
 def model_page(
     project_id: RowId, model_id: RowId, request: Request, session: DbSession, access: PageAccess
 ) -> Response:
-    """One model: metrics per epoch, advice, confusion matrix, top losses with heatmaps."""
+    """One model: metrics per epoch, advice, confusion matrix, top losses with heatmaps;
+    a menu of the project's other finished versions to compare it with."""
     detail = ModelDetail.full(load_version(session, project_id, model_id))
+    others = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.project_id == project_id, ModelVersion.id != model_id)
+        .order_by(ModelVersion.id.desc())
+    ).all()
     return _render(
-        request, "model.html", access.user, access=access, project=access.project, model=detail
+        request,
+        "model.html",
+        access.user,
+        access=access,
+        project=access.project,
+        model=detail,
+        others=[v for v in others if v.files],
     )
+
+
+@router.get("/projects/{project_id}/models/{model_id}/compare", response_class=HTMLResponse)
+def compare_page(
+    project_id: RowId,
+    model_id: RowId,
+    request: Request,
+    session: DbSession,
+    access: PageAccess,
+    other: Annotated[int, Query(ge=1, le=MAX_ID)],
+) -> Response:
+    """Two versions on the validation images they share (GET .../compare/{other_id} of the
+    REST API): the verdict, errors both ways, per class, both confusion matrices, the
+    relabelled and left-out images, the predictions fixed and broken."""
+    first = load_version(session, project_id, model_id)
+    second = load_version(session, project_id, other)
+    comparison, problem = None, ""
+    if first.id == second.id:
+        problem = "Pick another version to compare this one with."
+    else:
+        try:
+            comparison = load_comparison(session, first, second)
+        except NotComparable as exc:
+            problem = str(exc)
+    response = _render(
+        request,
+        "compare.html",
+        access.user,
+        access=access,
+        project=access.project,
+        model=first,
+        other=second,
+        comparison=comparison,
+        problem=problem,
+    )
+    if problem:
+        response.status_code = status.HTTP_409_CONFLICT
+    return response
 
 
 @router.get("/projects/{project_id}/models/{model_id}/curves", response_class=HTMLResponse)

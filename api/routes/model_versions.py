@@ -12,9 +12,11 @@ from sqlalchemy import select
 
 from api.deps import DbSession, ProjectAccess, RowId, SettingsDep, StoreDep, load_version
 from api.files import store_response
+from core.compare import NotComparable, load_comparison
 from core.decode import decode_limits
 from core.model_version_schemas import (
     ClassProbability,
+    Comparison,
     ModelDetail,
     ModelSummary,
     PredictionOut,
@@ -81,6 +83,34 @@ def list_models(access: ProjectAccess, session: DbSession) -> list[ModelSummary]
 def get_model(model_id: RowId, access: ProjectAccess, session: DbSession) -> ModelDetail:
     """Metrics per epoch (visible while it trains), advice and interpretation."""
     return ModelDetail.full(load_version(session, access.project.id, model_id))
+
+
+@router.get(
+    "/projects/{project_id}/models/{model_id}/compare/{other_id}",
+    response_model=Comparison,
+    responses={
+        404: {"description": "Either version is not one of this project's."},
+        409: {
+            "description": "Either version has no export or no stored validation "
+            "predictions (trained before they were kept): retrain it."
+        },
+    },
+)
+def compare_models(
+    model_id: RowId, other_id: RowId, access: ProjectAccess, session: DbSession
+) -> Comparison:
+    """Two versions on the validation images they share, the older one as "before" in
+    whichever order they are named: images only one of them validated on (and why),
+    relabelled images, the error of each against its own labels and both against the newer
+    labels, per class, confusion matrices, the predictions fixed and broken, a verdict."""
+    if model_id == other_id:
+        raise HTTPException(status.HTTP_409_CONFLICT, "compare two different versions")
+    first = load_version(session, access.project.id, model_id)
+    second = load_version(session, access.project.id, other_id)
+    try:
+        return load_comparison(session, first, second)
+    except NotComparable as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
 
 
 @router.get("/projects/{project_id}/models/{model_id}/files/{kind}", response_class=FileResponse)

@@ -262,6 +262,32 @@ def test_the_predict_page_shows_top_classes_for_two_models_side_by_side(
     screenshot(page, "predict-compare")
 
 
+@pytest.mark.slow
+def test_the_model_page_compares_two_versions_on_their_shared_validation_images(
+    site: Site, page, tmp_path: Path
+) -> None:
+    from tests.workers.training.conftest import add_labelled
+    from workers.runner import local_job
+    from workers.train import train_job
+
+    settings = Settings(data_dir=tmp_path, secret_key="k")
+    add_labelled(site.factory, LocalStore(tmp_path), site.project_id, 8, ("red", "blue"))
+    params = {"pretrained": False, "image_size": 32, "batch_size": 8, "epochs": 1, "lr": 5e-3}
+    first, second = (
+        train_job(local_job(site.factory, settings, site.project_id, "train", params))[
+            "model_version_id"
+        ]
+        for _ in range(2)
+    )
+    page.goto(f"{site.url}/projects/{site.project_id}/models/{second}")
+    page.select_option("form.compare-with select[name=other]", str(first))
+    page.click("form.compare-with button")
+    page.wait_for_url(f"**/models/{second}/compare?other={first}")
+    assert "on the same" in page.inner_text(".verdict")
+    assert page.locator("table.confusion").count() == 2
+    screenshot(page, "compare")
+
+
 def test_bulk_relabel_by_keyboard_reports_the_tile_someone_else_changed(site: Site, page) -> None:
     page.goto(f"{site.url}/projects/{site.project_id}/review?state=ok&sort=id")
     page.wait_for_selector(".tile.selected")

@@ -117,6 +117,11 @@ def test_without_a_ranking_the_list_is_empty_and_says_why(tmp_path: Path) -> Non
         pid = create_project(s, ProjectIn(name="p"), user.id).id
     with TestClient(create_app(settings)) as client:
         client.post("/api/auth/login", json={"username": "ann", "password": "ann-password"})
-        empty = {"job_id": None, "model_version_id": None, "total": 0, "items": []}
+        empty: dict[str, object] = {
+            "job_id": None,
+            "model_version_id": None,
+            "total": 0,
+            "items": [],
+        }
         assert _pairs(client, pid) == empty
         assert "No ranking yet" in client.get(f"/projects/{pid}/pairs").text

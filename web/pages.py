@@ -336,12 +336,16 @@ def compare_page(
     request: Request,
     session: DbSession,
     access: PageAccess,
-    other: Annotated[int, Query(ge=1, le=MAX_ID)],
+    other: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     """Two versions on the validation images they share (GET .../compare/{other_id} of the
     REST API): the verdict, errors both ways, per class, both confusion matrices, the
     relabelled and left-out images, the predictions fixed and broken."""
     first = load_version(session, project_id, model_id)
+    if other is None:  # no version chosen yet: the model page has the menu to choose one
+        return RedirectResponse(
+            f"/projects/{project_id}/models/{model_id}", status.HTTP_303_SEE_OTHER
+        )
     second = load_version(session, project_id, other)
     comparison, problem = None, ""
     if first.id == second.id:

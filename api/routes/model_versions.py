@@ -103,10 +103,10 @@ def compare_models(
     whichever order they are named: images only one of them validated on (and why),
     relabelled images, the error of each against its own labels and both against the newer
     labels, per class, confusion matrices, the predictions fixed and broken, a verdict."""
-    if model_id == other_id:
-        raise HTTPException(status.HTTP_409_CONFLICT, "compare two different versions")
     first = load_version(session, access.project.id, model_id)
     second = load_version(session, access.project.id, other_id)
+    if first.id == second.id:
+        raise HTTPException(status.HTTP_409_CONFLICT, "compare two different versions")
     try:
         return load_comparison(session, first, second)
     except NotComparable as exc:

@@ -42,7 +42,9 @@ from core.tables import (
     LabelEvent,
     ModelVersion,
     ProjectMember,
+    ReviewLease,
     Role,
+    SecondOpinion,
 )
 from core.users import create_user
 from core.weights import weights_key
@@ -53,7 +55,16 @@ from web.pages import router as pages_router
 SECRET = "Secret-Grizzlies"
 WRITE = {"post", "put", "patch", "delete"}
 # Parameter -> which of project A's objects fills it.
-IDS = ("project_id", "image_id", "job_id", "model_id", "event_id", "token_id")
+IDS = (
+    "project_id",
+    "image_id",
+    "job_id",
+    "model_id",
+    "event_id",
+    "token_id",
+    "opinion_id",
+    "other_id",
+)
 
 
 @dataclass
@@ -116,6 +127,14 @@ def _seed(
         s.add(version)
         token = ApiToken(user_id=user.id, name="t", token_hash=name * 4, prefix="wn_")
         s.add(token)
+        opinion = SecondOpinion(
+            project_id=project.id,
+            image_id=image.id,
+            event_id=event.id,
+            first_user_id=user.id,
+            first_label_id=image.label_id,
+        )
+        s.add(opinion)
         s.flush()
         project_id = project.id
         out: dict[str, Any] = {
@@ -125,6 +144,8 @@ def _seed(
             "model_id": version.id,
             "event_id": event.id,
             "token_id": token.id,
+            "opinion_id": opinion.id,
+            "other_id": version.id,
             "class_ids": [c.id for c in project.classes],
             "sha": image.sha256,
             "name": name,
@@ -198,6 +219,12 @@ def _json_body(url: str, world: World) -> dict[str, Any]:
         return {"username": "bob", "role": "owner"}
     if url.endswith("/classes"):
         return {"name": "intruder"}
+    if url.endswith("/review/batch"):
+        return {"size": 5}
+    if url.endswith("/review/opinions"):
+        return {"image_ids": [a["image_id"]]}
+    if url.endswith("/answer"):
+        return {"delete": True}
     if re.search(r"/images/\d+$", url):
         return {"version": 2, "action": "delete"}
     return {"name": "renamed"}
@@ -220,7 +247,7 @@ def _snapshot(world: World) -> tuple[Any, ...]:
         ).all()
         counts = tuple(
             s.scalar(select(func.count()).select_from(t).where(t.project_id == project_id))
-            for t in (LabelEvent, Job, ModelVersion, ProjectMember)
+            for t in (LabelEvent, Job, ModelVersion, ProjectMember, SecondOpinion, ReviewLease)
         )
         return (tuple(images), counts, tuple(files))
 

@@ -253,12 +253,13 @@ def run_winnow(args: argparse.Namespace, urls: dict[str, list[str]], work: Path)
     metrics = detail["metrics"]
     epochs = sum(m["seconds"] for m in metrics)
     verify = imported["result"]["verify"]
-    fit = trained["result"]["seconds"]  # decoding into memory and the epochs
+    fit = trained["result"]["seconds"]  # decoding, body features and the epochs
     waits = queued(imported) + queued(trained)
     side.steps = [
         f"{job_seconds(imported):.1f} s import_urls job (download and verify, overlapped)",
-        f"{job_seconds(trained):.1f} s train job: {fit - epochs:.1f} s decoding into memory, "
-        f"{epochs:.1f} s its {len(metrics)} epochs (the frozen one on cached features), "
+        f"{job_seconds(trained):.1f} s train job: {fit - epochs:.1f} s decoding into memory "
+        f"and computing the body features, {epochs:.1f} s its {len(metrics)} epochs (the "
+        "frozen one on those features), "
         f"{job_seconds(trained) - fit:.1f} s loading the split, building the model, "
         "interpretation with Grad-CAM and the safetensors and ONNX export",
         f"{waits:.1f} s the two jobs queued until the worker took them",

@@ -55,8 +55,9 @@ for path in (HERE, ROOT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from cputime import TICKS, CpuClock  # noqa: E402
 from extra import ensure_bench_extra  # noqa: E402
-from ingest import busy_since, cpu_ticks, make_image, start_server  # noqa: E402
+from ingest import cpu_ticks, make_image, start_server  # noqa: E402
 from synthetic import CLASSES, jpeg  # noqa: E402
 
 MAX_ERROR = 0.15
@@ -104,15 +105,37 @@ class Side:
     n_train: int = 0
     n_valid: int = 0
     kept: int = 0
-    busy: str = ""
+    cpu: float | None = None  # CPU seconds of the side's processes
+    others: float | None = None  # CPU seconds of everything else on the machine meanwhile
 
     def line(self, name: str) -> str:
         errors = " ".join(f"{e:.3f}" for e in self.errors)
         return (
             f"{name}: {self.seconds:.1f} s ({' + '.join(self.steps)}); {self.kept} images kept, "
             f"{self.n_train} train / {self.n_valid} valid; error {self.error:.3f} "
-            f"(per epoch, frozen first: {errors}){self.busy}"
+            f"(per epoch, frozen first: {errors}); {_s(self.cpu)} CPU-s of its own, "
+            f"{_s(self.others)} CPU-s of other work on the machine meanwhile"
         )
+
+
+def _s(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+class Meter:
+    """CPU seconds of this process's tree (the bench's image server left out) and of the
+    rest of the machine: a side competing with other work for two cores is slower."""
+
+    def __init__(self, server: int) -> None:
+        self.ticks = cpu_ticks()
+        self.clock = CpuClock(exclude=[server]).start()
+
+    def stop(self, side: Side) -> None:
+        side.cpu = self.clock.seconds()
+        self.clock.stop()
+        end = cpu_ticks()
+        if side.cpu is not None and self.ticks is not None and end is not None:
+            side.others = max(0.0, (end[0] - self.ticks[0]) / TICKS - side.cpu)
 
 
 def train_args(args: argparse.Namespace, data: Path) -> argparse.Namespace:
@@ -123,13 +146,15 @@ def train_args(args: argparse.Namespace, data: Path) -> argparse.Namespace:
     )  # fmt: skip
 
 
-def run_fastai(args: argparse.Namespace, urls: dict[str, list[str]], dest: Path) -> Side:
+def run_fastai(
+    args: argparse.Namespace, urls: dict[str, list[str]], dest: Path, server: int
+) -> Side:
     from fastai.vision.all import download_images, get_image_files, verify_images
     from train import run_fastai as fine_tune
 
     side = Side()
     dest.mkdir(parents=True)
-    ticks = cpu_ticks()
+    meter = Meter(server)
     # fastprogress draws bars on stdout; the timing does not need them.
     with contextlib.redirect_stdout(io.StringIO()):
         started = time.perf_counter()
@@ -141,7 +166,7 @@ def run_fastai(args: argparse.Namespace, urls: dict[str, list[str]], dest: Path)
         verified = time.perf_counter()
         trained = fine_tune(train_args(args, dest))
         side.seconds = time.perf_counter() - started
-    side.busy = busy_since(ticks)
+    meter.stop(side)
     epochs = trained["epochs"]
     side.steps = [
         f"{downloaded - started:.1f} s download_images",
@@ -203,7 +228,9 @@ def wait_for_worker(serve: Any, timeout: float = 180) -> None:
         time.sleep(0.2)
 
 
-def run_winnow(args: argparse.Namespace, urls: dict[str, list[str]], work: Path) -> Side:
+def run_winnow(
+    args: argparse.Namespace, urls: dict[str, list[str]], work: Path, server: int
+) -> Side:
     from tests.services import ServeProcess, winnow_env
 
     env = winnow_env(
@@ -218,7 +245,7 @@ def run_winnow(args: argparse.Namespace, urls: dict[str, list[str]], work: Path)
         wait_for_worker(serve)
         api = Api(serve.url)
         side = Side()
-        ticks = cpu_ticks()
+        meter = Meter(server)
         started = time.perf_counter()
         token = api.call(
             "POST",
@@ -245,7 +272,7 @@ def run_winnow(args: argparse.Namespace, urls: dict[str, list[str]], work: Path)
         )
         models = api.call("GET", f"/api/projects/{project}/models")
         side.seconds = time.perf_counter() - started
-        side.busy = busy_since(ticks)
+        meter.stop(side)
         model = next(m for m in models if m["id"] == trained["result"]["model_version_id"])
         detail = api.call("GET", f"/api/projects/{project}/models/{model['id']}")
     finally:
@@ -322,9 +349,9 @@ def main() -> None:
         # Imported up front so that the anchor's timing does not include importing torch.
         import fastai.vision.all  # noqa: F401
 
-        anchor = run_fastai(args, urls, work / "fastai")
+        anchor = run_fastai(args, urls, work / "fastai", server.pid)
         print(anchor.line("fastai"), flush=True)
-        winnow = run_winnow(args, urls, work / "winnow")
+        winnow = run_winnow(args, urls, work / "winnow", server.pid)
         print(winnow.line("winnow"), flush=True)
     finally:
         server.terminate()
@@ -334,7 +361,9 @@ def main() -> None:
     extra = (
         f"winnow_error={winnow.error:.3f} anchor_error={anchor.error:.3f} images={args.images} "
         f"broken={broken} winnow_kept={winnow.kept} anchor_kept={anchor.kept} "
-        f"cpus={os.cpu_count()}"
+        f"winnow_cpu_s={_s(winnow.cpu)} anchor_cpu_s={_s(anchor.cpu)} "
+        f"others_cpu_s_during_winnow={_s(winnow.others)} "
+        f"others_cpu_s_during_anchor={_s(anchor.others)} cpus={os.cpu_count()}"
     )
     parity = max(winnow.error, anchor.error) < MAX_ERROR
     parity = parity and abs(winnow.error - anchor.error) <= MAX_GAP

@@ -23,9 +23,12 @@ frozen epoch and the same unfrozen epochs):
 Timed on each side from the first download (fastai) or the first request (Winnow) until the
 model is trained and saved. Image generation, imports and server start-up (until the worker
 says it is ready) are outside the timing. Before RESULT it checks accuracy parity: both
-errors under 0.15 and within 0.05 of each other, else ``RESULT invalid`` with both sides'
-per-epoch errors and exit status 1. ``--quick`` (300 images, 1 unfrozen epoch) only proves
-that it runs: its errors are printed, not held to parity.
+errors under 0.15 and within 0.05 of each other (Winnow's: the model it keeps, its best
+epoch; fastai's: its last epoch), else ``RESULT invalid`` with both sides' per-epoch errors
+and exit status 1. Each side's line says its own CPU seconds and those of other work on the
+machine meanwhile: on two shared cores, other work slows either side several times over.
+``--quick`` (300 images, 1 unfrozen epoch) only proves that it runs: its errors are printed,
+not held to parity.
 
     .venv/bin/python bench/lesson.py            # 2,000 images: several minutes on 2 cores
     .venv/bin/python bench/lesson.py --quick    # 300 images: about two minutes

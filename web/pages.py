@@ -26,8 +26,9 @@ from api.deps import (
     password_login,
     start_session,
 )
-from core import projects, review
-from core.compare import NotComparable, load_comparison
+from core import projects, review, team_progress
+from core.compare import NotComparable
+from core.compare_load import load_comparison
 from core.images import ImageFilter, Sort, filter_choices, latest_scored_model, list_images
 from core.kinds import KINDS, JobKindName
 from core.model_version_schemas import ModelDetail
@@ -271,7 +272,7 @@ def team_page(
         access.user,
         access=access,
         project=access.project,
-        progress=review.report(session, project_id),
+        progress=team_progress.report(session, project_id),
     )
 
 

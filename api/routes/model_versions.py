@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from api.deps import DbSession, ProjectAccess, RowId, SettingsDep, StoreDep, load_version
 from api.files import store_response
-from core.compare import NotComparable, load_comparison
+from core.compare import NotComparable
+from core.compare_load import load_comparison
 from core.decode import decode_limits
 from core.model_version_schemas import (
     ClassProbability,

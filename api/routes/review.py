@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import DbSession, EditorAccess, OwnerAccess, RowId, SettingsDep
 from api.routes.images import class_id_or_422
-from core import review
+from core import review, team_progress
 from core.images import ImageFilter, list_images, unresolved_disagreements
 from core.review_schemas import (
     AnswerIn,
@@ -146,7 +146,7 @@ def list_opinions(
             SecondOpinion.state == OpinionState.disagreed,
             SecondOpinion.image_id.in_(unresolved_disagreements(pid)),
         )
-    classes, users = review.names(session, pid)
+    classes, users = team_progress.names(session, pid)
     return [
         _opinion_out(o, classes, users) for o in session.scalars(stmt.order_by(SecondOpinion.id))
     ]
@@ -171,11 +171,11 @@ def answer(
     except review.NotAllowed as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     session.flush()
-    classes, users = review.names(session, pid)
+    classes, users = team_progress.names(session, pid)
     return _opinion_out(opinion, classes, users)
 
 
 @router.get("/projects/{project_id}/review/progress", response_model=ProgressOut)
 def progress(access: OwnerAccess, session: DbSession) -> ProgressOut:
     """Decisions per person and per class, who holds what now, and second-opinion agreement."""
-    return review.report(session, access.project.id)
+    return team_progress.report(session, access.project.id)

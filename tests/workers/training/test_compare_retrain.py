@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
-from core.compare import load_comparison
+from core.compare_load import load_comparison
 from core.config import Settings
 from core.db import transaction
 from core.labels import Change, apply_change

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
 
+import anyio
 from fastapi import Depends, HTTPException, Path, Request, Response, status
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from core.config import Settings
 from core.db import transaction
@@ -28,7 +30,12 @@ MAX_ID = 2**63 - 1
 RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in
+# its thread pool, and under load each hop to a thread and back waits its turn for the
+# interpreter lock. Those that query the database stay ``def``.
+
+
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -36,7 +43,7 @@ def get_settings_dep(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_store(request: Request) -> ImageStore:
+async def get_store(request: Request) -> ImageStore:
     store: ImageStore = request.app.state.store
     return store
 
@@ -57,10 +64,40 @@ def start_session(request: Request, response: Response, user: User) -> None:
     )
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the handler returns normally."""
-    with transaction(request.app.state.session_factory) as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One transaction per request: committed when the handler returns normally.
+
+    Making a session does no I/O, so it happens on the event loop; the commit (or the
+    rollback) and the close go to the thread pool, once. As a ``def`` generator this cost
+    two hops to the pool per request, and under load each hop waits for the interpreter
+    lock. The routes and dependencies that use the session run one at a time, in the pool."""
+    session: Session = request.app.state.session_factory()
+    try:
         yield session
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end, session, False)
+        raise
+    if not session.in_transaction():
+        # The route committed in its own thread (the hot paths do: api/in_route.py): closing
+        # a session without a transaction does no I/O.
+        session.close()
+        return
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(_end, session, True)
+
+
+def _end(session: Session, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 # scope="function": the commit happens when the route returns, before the response is sent,
@@ -68,15 +105,35 @@ def get_session(request: Request) -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
+# The statements every request runs are built once (building one costs more than running
+# it). The token with its user, and the project with the caller's membership: one each.
+_TOKEN_AND_USER = (
+    select(ApiToken, User)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("digest"))
+)
+_PROJECT_AND_MEMBER = (
+    select(Project, ProjectMember)
+    .outerjoin(
+        ProjectMember,
+        (ProjectMember.project_id == Project.id) & (ProjectMember.user_id == bindparam("user_id")),
+    )
+    .where(Project.id == bindparam("project_id"))
+)
+
+
 def _user_from_token(session: Session, header: str) -> User | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return None
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token.strip())))
-    if row is None or (row.expires_at is not None and aware(row.expires_at) <= utcnow()):
+    found = session.execute(_TOKEN_AND_USER, {"digest": token_digest(token.strip())}).first()
+    if found is None:
+        return None
+    row, user = found.tuple()
+    if row.expires_at is not None and aware(row.expires_at) <= utcnow():
         return None
     _touch_token(row)
-    return row.user
+    return user
 
 
 def has_credentials(request: Request) -> bool:
@@ -105,7 +162,17 @@ def _touch_token(row: ApiToken) -> None:
         row.last_used_at = now
 
 
-def optional_user(request: Request, session: DbSession) -> User | None:
+def caller(request: Request, session: Session) -> User | None:
+    """Who is asking: by API token, or by session cookie (None: nobody logged in). Worked
+    out once per request, whichever dependency asks first."""
+    state = request.state
+    if not hasattr(state, "caller"):
+        state.caller = _authenticate(request, session)
+    found: User | None = state.caller
+    return found
+
+
+def _authenticate(request: Request, session: Session) -> User | None:
     header = request.headers.get("authorization")
     if header:
         user = _user_from_token(session, header)
@@ -132,7 +199,11 @@ def optional_user(request: Request, session: DbSession) -> User | None:
     return user
 
 
-def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+def optional_user(request: Request, session: DbSession) -> User | None:
+    return caller(request, session)
+
+
+def required(user: User | None) -> User:
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -142,10 +213,14 @@ def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
     return user
 
 
+async def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+    return required(user)
+
+
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def require_admin(user: CurrentUser) -> User:
+async def require_admin(user: CurrentUser) -> User:
     if not user.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "admin only")
     return user
@@ -165,9 +240,17 @@ class Access:
         return self.role in (Role.owner, Role.editor)
 
 
-def project_access(project_id: RowId, session: DbSession, user: CurrentUser) -> Access:
-    project = session.get(Project, project_id)
-    member = session.get(ProjectMember, (project_id, user.id)) if project else None
+def project_access(project_id: RowId, request: Request, session: DbSession) -> Access:
+    # The caller is worked out here rather than by depending on CurrentUser: one hop to
+    # the thread pool for both.
+    return _access(session, project_id, required(caller(request, session)))
+
+
+def _access(session: Session, project_id: int, user: User) -> Access:
+    found = session.execute(
+        _PROJECT_AND_MEMBER, {"user_id": user.id, "project_id": project_id}
+    ).first()
+    project, member = found.tuple() if found is not None else (None, None)
     if project is None or (member is None and not user.is_admin):
         # Same answer for "absent" and "not yours": project ids are not a secret,
         # but their existence should not leak to outsiders either.
@@ -179,7 +262,7 @@ def project_access(project_id: RowId, session: DbSession, user: CurrentUser) -> 
 ProjectAccess = Annotated[Access, Depends(project_access)]
 
 
-def editor_access(access: ProjectAccess) -> Access:
+async def editor_access(access: ProjectAccess) -> Access:
     if not access.can_edit:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "viewers cannot change this project")
     return access
@@ -188,7 +271,7 @@ def editor_access(access: ProjectAccess) -> Access:
 EditorAccess = Annotated[Access, Depends(editor_access)]
 
 
-def owner_access(access: ProjectAccess) -> Access:
+async def owner_access(access: ProjectAccess) -> Access:
     if access.role is not Role.owner:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only the project's owners can do this")
     return access
@@ -201,14 +284,13 @@ class LoginRequired(Exception):
     """A page was asked for without a session: the app answers with a redirect to /login."""
 
 
-def page_access(
-    project_id: RowId, session: DbSession, user: Annotated[User | None, Depends(optional_user)]
-) -> Access:
+def page_access(project_id: RowId, request: Request, session: DbSession) -> Access:
     """Project access for a web page: login first (a redirect), then the same membership
     check as the REST routes (one 404 for "absent" and "not yours")."""
+    user = caller(request, session)
     if user is None:
         raise LoginRequired()
-    return project_access(project_id, session, user)
+    return _access(session, project_id, user)
 
 
 PageAccess = Annotated[Access, Depends(page_access)]

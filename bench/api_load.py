@@ -35,21 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.api_load_anchor import seed_anchor  # noqa: E402
+from bench.cputime import CpuClock  # noqa: E402
 from core.db import make_engine, make_session_factory, refresh_statistics, transaction  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
-from core.projects import create_project  # noqa: E402
-from core.schemas import ClassIn, ProjectIn  # noqa: E402
-from core.security import new_api_token, token_digest  # noqa: E402
 from core.tables import (  # noqa: E402
-    ApiToken,
     Image,
     ImageScore,
-    ImageState,
-    ModelVersion,
-    ProjectMember,
-    Role,
 )
-from core.users import create_user  # noqa: E402
+from tests.scored import scored_project  # noqa: E402
 from tests.services import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
 
 CLASSES = ["grizzly", "black", "teddy"]
@@ -59,57 +52,25 @@ def seed_winnow(db_url: str, images: int, clients: int) -> tuple[int, list[str]]
     """A project of scored images and one editor with a token per client."""
     upgrade(db_url)
     engine = make_engine(db_url)
-    factory = make_session_factory(engine)
     rng = random.Random(0)
-    with transaction(factory) as session:
-        owner = create_user(session, "owner", "owner-password-1")
-        project = create_project(
-            session, ProjectIn(name="bears", classes=[ClassIn(name=c) for c in CLASSES]), owner.id
+    with transaction(make_session_factory(engine)) as session:
+        seeded = scored_project(
+            session,
+            CLASSES,
+            images,
+            loss=lambda _n: rng.expovariate(1.0),
+            editors=[f"cleaner{n}" for n in range(clients)],
+            predicted=lambda _n: rng.randrange(len(CLASSES)),
+            probability=lambda _n: rng.random(),
+            filename="image.jpg",
+            width=320,
+            height=240,
         )
-        session.flush()
-        class_ids = [c.id for c in project.classes]
-        rows = [
-            Image(
-                project_id=project.id,
-                sha256=f"{i:064x}",
-                state=ImageState.ok,
-                label_id=class_ids[i % len(class_ids)],
-                filename=f"{i}.jpg",
-                width=320,
-                height=240,
-            )
-            for i in range(images)
-        ]
-        session.add_all(rows)
-        model = ModelVersion(project_id=project.id, arch="resnet18", classes=CLASSES)
-        session.add(model)
-        session.flush()
-        session.add_all(
-            ImageScore(
-                model_version_id=model.id,
-                image_id=row.id,
-                method="in_sample",
-                loss=rng.expovariate(1.0),
-                label_id=row.label_id,
-                predicted_id=rng.choice(class_ids),
-                probability=rng.random(),
-            )
-            for row in rows
-        )
-        tokens = []
-        for n in range(clients):
-            user = create_user(session, f"cleaner{n}", "cleaner-password-1")
-            session.add(ProjectMember(project_id=project.id, user_id=user.id, role=Role.editor))
-            token = new_api_token()
-            session.add(
-                ApiToken(user_id=user.id, name="load", token_hash=token_digest(token), prefix="x")
-            )
-            tokens.append(token)
-        session.flush()
         # As a rank job does after writing its scores; imports grow the images table
         # gradually, so autovacuum keeps its statistics.
         refresh_statistics(session, Image.__tablename__, ImageScore.__tablename__)
-        project_id = project.id
+        project_id = seeded.project.id
+        tokens = [seeded.tokens[f"cleaner{n}"] for n in range(clients)]
     engine.dispose()
     return project_id, tokens
 
@@ -120,6 +81,9 @@ class Stats:
     page_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    # CPU milliseconds per request (relabels and pages) of each process tree: where the
+    # two cores went.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def relabel_rate(self) -> float:
@@ -144,11 +108,24 @@ class Target:
 
 
 def run_mix(
-    target: Target, tokens: list[str], ids: list[int], relabels: int, pages: int, limit_s: float
+    target: Target,
+    tokens: list[str],
+    ids: list[int],
+    relabels: int,
+    pages: int,
+    limit_s: float,
+    trees: dict[str, int] | None = None,
 ) -> Stats:
     """Each client relabels its own share of distinct images with the version they were
-    seeded at (1, what a page showed) and reads review pages in between."""
+    seeded at (1, what a page showed) and reads review pages in between. ``trees`` names
+    process trees (by root pid) whose CPU time is measured over the run."""
     stats = Stats()
+    roots = trees or {}
+    # Each tree without the others (the server is a child of this, the clients' process).
+    clocks = {
+        name: CpuClock(pid, exclude=[p for p in roots.values() if p != pid]).start()
+        for name, pid in roots.items()
+    }
     clients = len(tokens)
     chosen = ids[:relabels]
     deadline = time.monotonic() + limit_s
@@ -190,6 +167,10 @@ def run_mix(
     for th in threads:
         th.join()
     stats.wall_s = time.perf_counter() - start
+    served = len(stats.relabel_ms) + len(stats.page_ms)
+    for name, clock in clocks.items():
+        stats.cpu_ms[name] = clock.ms_per(served) or float("nan")
+        clock.stop()
     return stats
 
 
@@ -208,6 +189,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def trees(server: subprocess.Popen[bytes], postgres: PostgresServer | None) -> dict[str, int]:
+    """The process trees to clock: the server's, Postgres's (its postmaster) and the
+    clients' (this process)."""
+    found = {"server": server.pid, "clients": os.getpid()}
+    if postgres is not None:
+        found["postgres"] = int((postgres.data / "postmaster.pid").read_text().split()[0])
+    return found
 
 
 def winnow_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -240,6 +230,8 @@ def report(name: str, stats: Stats) -> None:
         f"p99 {pct(stats.page_ms, 0.99):.0f} ms; errors {len(stats.errors)}",
         flush=True,
     )
+    cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in stats.cpu_ms.items())
+    print(f"  CPU ms per request: {cpu}", flush=True)
     for err in stats.errors[:5]:
         print("  ", err)
 
@@ -271,7 +263,7 @@ def main() -> None:
         procs.append(proc)
         ids = list(range(1, args.images + 1))
         random.Random(1).shuffle(ids)
-        pg = run_mix(winnow_target(port, pid), tokens, ids, **run)
+        pg = run_mix(winnow_target(port, pid), tokens, ids, **run, trees=trees(proc, postgres))
         report("winnow postgres", pg)
         stop(procs.pop())
         # Winnow embedded: SQLite, one process.
@@ -283,7 +275,7 @@ def main() -> None:
         env = winnow_env(sqlite_dir, WINNOW_DATABASE_URL=sqlite_url)
         proc = serve([*serve_argv, str(port)], env, port, work / "sq.log")
         procs.append(proc)
-        lite = run_mix(winnow_target(port, pid), tokens, ids, **run)
+        lite = run_mix(winnow_target(port, pid), tokens, ids, **run, trees=trees(proc, None))
         report("winnow sqlite", lite)
         stop(procs.pop())
         # The anchor on the same Postgres.
@@ -322,6 +314,7 @@ def main() -> None:
             tokens,
             ids,
             **run,
+            trees=trees(proc, postgres),
         )
         report("anchor postgres", anchor)
         stop(procs.pop())

@@ -4,7 +4,9 @@ scikit-learn's handwritten digits, upscaled, with labels flipped on purpose: uni
 uniform 20%, and class-conditional 20% between look-alike digits (1-7, 3-8, 4-9, 5-6: each
 image of those classes flipped to its partner with probability 0.2). Winnow's side goes
 through its own train and rank jobs (local_job, as the product runs them) and ranks by the
-out-of-fold self-confidence of the k-fold fine-tunes. Against it, in the same run:
+out-of-fold self-confidence of the k-fold fine-tunes, trained twice (the second round
+without the images the first flagged: the rank job's default); beside it the first round
+alone. Against it, in the same run:
 cleanlab.filter.find_label_issues (issues first, ranked by label quality, then the rest)
 on out-of-fold probabilities of logistic regression and of an RBF SVC on the pixels
 (cross_val_predict), and the in-sample top losses of the same CNN (fastai's lesson).
@@ -96,17 +98,30 @@ def winnow_orders(
         "batch_size": 64,
     }
     train_job(job_context(settings, pid, "train", train))
-    rank_job(job_context(settings, pid, "rank", {"out_of_fold": True, "folds": args.folds}))
-    factory = make_session_factory(make_engine(settings.db_url))
+    # The default (two rounds, the second trained without the first's flags), then one round.
     suspicion: dict[str, np.ndarray] = {}
-    with transaction(factory) as s:
+    for prune, name in ((False, "one round"), (True, "out_of_fold")):
+        rank = {"out_of_fold": True, "folds": args.folds, "prune": prune}
+        rank_job(job_context(settings, pid, "rank", rank))
+        read = _scores(settings.db_url, len(labels))
+        suspicion[name] = read["out_of_fold"]
+        suspicion["out_of_fold flags first"] = read["out_of_fold flags first"]
+        suspicion["in_sample"] = read["in_sample"]
+    return suspicion
+
+
+def _scores(db_url: str, count: int) -> dict[str, np.ndarray]:
+    """Suspicion per digit (higher: more likely wrong) of each stored ranking."""
+    engine = make_engine(db_url)
+    suspicion: dict[str, np.ndarray] = {}
+    with transaction(make_session_factory(engine)) as s:
         index = {
             image_id: int(name.split("-")[1].split(".")[0])
             for image_id, name in s.execute(select(Image.id, Image.filename))
         }
         for method in ("out_of_fold", "in_sample"):
-            values = np.zeros(len(labels))
-            flagged = np.zeros(len(labels))
+            values = np.zeros(count)
+            flagged = np.zeros(count)
             for image_id, conf, issue in s.execute(
                 select(ImageScore.image_id, ImageScore.self_confidence, ImageScore.issue).where(
                     ImageScore.method == method
@@ -118,6 +133,7 @@ def winnow_orders(
             # cleanlab's order on Winnow's own scores: confident learning's flags (per-class
             # thresholds) first, each part by self-confidence.
             suspicion[f"{method} flags first"] = values + flagged
+    engine.dispose()
     return suspicion
 
 
@@ -143,6 +159,7 @@ def run(args: argparse.Namespace) -> None:
                 susp = winnow_orders(x, labels, args, Path(tmp))
             for name, key in (
                 ("winnow", "out_of_fold"),
+                ("winnow, one round", "one round"),
                 ("winnow, flags first", "out_of_fold flags first"),
                 ("in-sample top losses", "in_sample"),
             ):

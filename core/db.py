@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy import Engine, MetaData, create_engine, event, exc, text
 from sqlalchemy.orm import (
     DeclarativeBase,
     ORMExecuteState,
@@ -15,6 +16,7 @@ from sqlalchemy.orm import (
     SessionTransaction,
     sessionmaker,
 )
+from sqlalchemy.pool import ConnectionPoolEntry
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -56,12 +58,39 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=POOL_SIZE,
-        max_overflow=POOL_OVERFLOW,
-    )
+    engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A connection that was checked in this recently is taken as alive: pinging on every
+# checkout (pool_pre_ping) cost a round trip per request. One that sat idle longer (where a
+# restarted or failed-over server, or a firewall's idle timeout, bites) is pinged first.
+PING_AFTER_IDLE_S = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling for idle connections only. A connection the server
+    dropped while it was in use fails that one request, and SQLAlchemy then recycles every
+    older connection of the pool, so the next requests reconnect."""
+
+    def checkin(_dbapi: Any, record: ConnectionPoolEntry) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    def checkout(dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        since = record.info.get("checked_in")  # None: connected just now
+        if since is None or time.monotonic() - since <= PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi)
+        except engine.dialect.loaded_dbapi.Error:
+            alive = False
+        if not alive:
+            # The pool discards this connection and checks out another (or a new one).
+            raise exc.DisconnectionError("connection was dropped while idle")
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
 
 
 def refresh_statistics(session: Session, *tables: str) -> None:

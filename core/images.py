@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -144,30 +145,40 @@ def list_images(
         .offset(offset)
         .subquery()
     )
-    label = aliased(ImageClass)
-    predicted = aliased(ImageClass)
+    # Columns, not ORM objects: a page only shows its rows, and making 100 tracked Image
+    # instances was most of its time in Python.
     stmt = (
-        select(Image, label.name, ImageScore.loss, predicted.name, ImageScore.probability)
+        select(*_OUT_COLUMNS)
         .join(page, page.c.id == Image.id)
-        .outerjoin(label, label.id == Image.label_id)
+        .outerjoin(_LABEL, _LABEL.id == Image.label_id)
         .outerjoin(ImageScore, scored)
-        .outerjoin(predicted, predicted.id == ImageScore.predicted_id)
+        .outerjoin(_PREDICTED, _PREDICTED.id == ImageScore.predicted_id)
         .order_by(*order[sort])
     )
-    rows = session.execute(stmt).tuples()
-    items = []
-    for image, label_name, loss, pred_name, prob in rows:
-        out = ImageOut.model_validate(image)
-        out.label = label_name
-        out.loss, out.predicted, out.probability = loss, pred_name, prob
-        items.append(out)
-    return total, items
+    return total, [ImageOut.model_validate(row) for row in session.execute(stmt).mappings()]
 
 
-def image_out(session: Session, image: Image) -> ImageOut:
+# An image as a listing shows it: its own columns, its class's name, and the score columns.
+_LABEL, _PREDICTED = aliased(ImageClass, name="label"), aliased(ImageClass, name="predicted")
+_OUT_COLUMNS = [
+    *(getattr(Image, name) for name in ImageOut.model_fields if name in Image.__table__.c),
+    _LABEL.name.label("label"),
+    ImageScore.loss.label("loss"),
+    _PREDICTED.name.label("predicted"),
+    ImageScore.probability.label("probability"),
+]
+
+
+def image_out(session: Session, image: Image, names: Mapping[int, str] | None = None) -> ImageOut:
+    """An image as the API shows it; ``names`` (class names by id) spares the class lookup."""
     out = ImageOut.model_validate(image)
-    cls = session.get(ImageClass, image.label_id) if image.label_id else None
-    out.label = cls.name if cls else None
+    if image.label_id is None:
+        out.label = None
+    elif names is not None and image.label_id in names:
+        out.label = names[image.label_id]
+    else:
+        cls = session.get(ImageClass, image.label_id)
+        out.label = cls.name if cls else None
     return out
 
 

@@ -135,6 +135,13 @@ class RankParams(JobParams):
         "honest only when ImageNet weights are available, otherwise the features saw the labels).",
     )
     folds: int = Field(default=5, ge=2, le=10)
+    prune: bool = Field(
+        default=True,
+        description="cross_validated only: train the folds twice, the second time without "
+        "the images the first round's confident learning flagged, and rank by the second "
+        "round (a model trained on the noisy labels finds systematic swaps plausible). "
+        "Costs 2k trainings; bench/label_errors.py measures it.",
+    )
     similarity: float = Field(
         default=0.97,
         gt=0,

@@ -132,7 +132,7 @@ def job_context(
     return make
 
 
-def _service_or_skip(start: Callable[[], Any], what: str) -> Any:
+def service_or_skip(start: Callable[[], Any], what: str) -> Any:
     try:
         return start()
     except FileNotFoundError as exc:
@@ -143,14 +143,14 @@ def _service_or_skip(start: Callable[[], Any], what: str) -> Any:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    server = _service_or_skip(RedisServer, "Redis")
+    server = service_or_skip(RedisServer, "Redis")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    server = _service_or_skip(PostgresServer, "Postgres")
+    server = service_or_skip(PostgresServer, "Postgres")
     yield server
     server.stop()
 

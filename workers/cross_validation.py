@@ -6,14 +6,25 @@ here is scored by a model trained with the same recipe (architecture, image size
 learning rate, augmentation) on the other k-1 folds only, from random or ImageNet weights
 as the ranked model was: no model that scores an image ever saw its label. Folds go by
 near-duplicate group, as the validation split does. Images are decoded once for all folds.
+
+With ``prune`` (the default) the folds are trained twice, as confident learning's authors
+do: a model trained on noisy labels learns part of the noise, above all when look-alike
+classes are swapped systematically, and then finds those swapped images plausible. The
+second round's fold models train without the images the first round flagged (per-class
+thresholds, cleanlab's find_label_issues) and give the probabilities. An image's own label
+still never reaches a model that scores it, except through which other images the first
+round flagged, a second-order effect. bench/label_errors.py measured it (README).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from core.params import TrainParams
+from workers.label_quality import issues
 from workers.runner import JobContext
 from workers.train import DEFAULT_LR, weights_path
 from workers.training.cpu_paths import cpu_fast_paths
@@ -23,6 +34,13 @@ from workers.training.fit import Progress, extract_features, place
 from workers.training.model import build_model, head
 
 
+@dataclass(frozen=True)
+class OutOfFold:
+    probs: np.ndarray
+    # Images the second round trained without (None: one round only).
+    pruned: int | None
+
+
 def cross_validated_probs(
     ctx: JobContext,
     recipe: TrainParams,
@@ -30,29 +48,63 @@ def cross_validated_probs(
     samples: list[Sample],
     folds: int,
     device: torch.device,
-) -> np.ndarray:
+    prune: bool = True,
+) -> OutOfFold:
     """Class probabilities of every sample from the fold model that did not train on it."""
     fold = np.array([fold_of(recipe.seed, s.split_key, folds) for s in samples])
-    if any(len({samples[i].label for i in np.flatnonzero(fold != k)}) < 2 for k in range(folds)):
+    labels = np.array([s.label for s in samples])
+    keep = np.ones(len(samples), dtype=bool)
+    if not _every_fold_learns(fold, labels, keep, folds):
         raise ValueError("too few images for out-of-fold ranking: a fold lacks classes")
     caches = training_caches(recipe.image_size)
     paths = [s.path for s in samples]
     for cache in caches:
         cache.preload(paths, lambda d, t: ctx.report(d, t, "decoding images"))
-    lr = recipe.lr or DEFAULT_LR
-    probs = np.zeros((len(samples), len(classes)))
-    for k in range(folds):
-        held = np.flatnonzero(fold == k)
-        if len(held) == 0:
-            continue
-        split = DataSplit(
-            classes,
-            [],
-            [s for i, s in enumerate(samples) if fold[i] != k],
-            [samples[i] for i in held],
-        )
-        probs[held] = _fold(ctx, recipe, split, lr, device, caches, f"fold {k + 1}/{folds}")
-    return probs
+    run = _Round(ctx, recipe, classes, samples, fold, folds, device, caches)
+    probs = run(keep, "round 1, " if prune else "")
+    if not prune:
+        return OutOfFold(probs, None)
+    flagged = issues(probs, labels)
+    keep = ~flagged
+    if not _every_fold_learns(fold, labels, keep, folds):
+        # Pruning would leave a fold without two classes to learn: the first round stands.
+        return OutOfFold(probs, 0)
+    return OutOfFold(run(keep, "round 2, "), int(flagged.sum()))
+
+
+def _every_fold_learns(fold: np.ndarray, labels: np.ndarray, keep: np.ndarray, folds: int) -> bool:
+    return all(len(set(labels[(fold != k) & keep].tolist())) >= 2 for k in range(folds))
+
+
+@dataclass
+class _Round:
+    """One round of k fold models; ``keep`` says which images may be trained on."""
+
+    ctx: JobContext
+    recipe: TrainParams
+    classes: list[str]
+    samples: list[Sample]
+    fold: np.ndarray
+    folds: int
+    device: torch.device
+    caches: tuple[ImageCache, ImageCache]
+
+    def __call__(self, keep: np.ndarray, prefix: str) -> np.ndarray:
+        lr = self.recipe.lr or DEFAULT_LR
+        probs = np.zeros((len(self.samples), len(self.classes)))
+        for k in range(self.folds):
+            held = np.flatnonzero(self.fold == k)
+            if len(held) == 0:
+                continue
+            split = DataSplit(
+                self.classes,
+                [],
+                [s for i, s in enumerate(self.samples) if self.fold[i] != k and keep[i]],
+                [self.samples[i] for i in held],
+            )
+            name = f"{prefix}fold {k + 1}/{self.folds}"
+            probs[held] = _fold(self.ctx, self.recipe, split, lr, self.device, self.caches, name)
+        return probs
 
 
 def _fold(

@@ -40,13 +40,14 @@ def label_quality(probs: np.ndarray, labels: np.ndarray) -> LabelQuality:
         loss=loss,
         self_confidence=np.asarray(self_confidence, dtype=np.float64),
         margin=np.asarray(margin, dtype=np.float64),
-        issue=_issues(probs, labels),
+        issue=issues(probs, labels),
         predicted=probs.argmax(1),
         probability=probs.max(1),
     )
 
 
-def _issues(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def issues(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Confident learning's verdict per image (True: the label looks wrong)."""
     # Confident learning needs every class of the matrix among the labels and at least two;
     # a model's class with no labelled image left (all cleaned away) gets no verdict from it.
     present = np.unique(labels)

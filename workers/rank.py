@@ -176,8 +176,12 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
         recipe = TrainParams.model_validate(
             {k: v for k, v in version.params.items() if k in TrainParams.model_fields}
         )
-        probs = cross_validated_probs(ctx, recipe, classes, samples, params.folds, device)
-        source, saw = "k-fold fine-tunes of the model's recipe", False
+        found = cross_validated_probs(
+            ctx, recipe, classes, samples, params.folds, device, params.prune
+        )
+        probs, source, saw = found.probs, "k-fold fine-tunes of the model's recipe", False
+        if found.pruned is not None:
+            result["pruned"] = found.pruned
     elif params.out_of_fold:
         if body is not model:
             progress.message = "ImageNet body features (out of fold)"

@@ -6,11 +6,19 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, Response
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.exc import StaleDataError
 
-from api.deps import MAX_ID, DbSession, EditorAccess, ProjectAccess, RowId, StoreDep
+from api import in_route
+from api.deps import (
+    MAX_ID,
+    DbSession,
+    EditorAccess,
+    ProjectAccess,
+    RowId,
+    StoreDep,
+)
 from api.files import store_response
 from core import labels
 from core.images import ImageFilter, Sort, image_out, list_images
@@ -28,6 +36,38 @@ def load_image(session: Session, project_id: int, image_id: int) -> Image:
     if image is None or image.project_id != project_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"image {image_id} not found")
     return image
+
+
+# Built once: a decision's one read before its write is the hottest statement of a cleaning
+# session, and building a select with two aliases cost more than running it.
+_CURRENT, _WANTED = aliased(ImageClass, name="current_class"), aliased(ImageClass, name="wanted")
+_IMAGE_AND_CLASS = (
+    select(Image, _CURRENT, _WANTED)
+    .outerjoin(_CURRENT, _CURRENT.id == Image.label_id)
+    .outerjoin(
+        _WANTED, (_WANTED.project_id == Image.project_id) & (_WANTED.name == bindparam("name"))
+    )
+    .where(Image.id == bindparam("image_id"), Image.project_id == bindparam("project_id"))
+)
+
+
+def image_and_class(
+    session: Session, project_id: int, image_id: int, name: str | None
+) -> tuple[Image, dict[int, str], int | None]:
+    """The image, the names of its class and of the class called ``name`` (by id), and that
+    class's id, in one statement."""
+    found = session.execute(
+        _IMAGE_AND_CLASS, {"name": name or "", "image_id": image_id, "project_id": project_id}
+    ).first()
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"image {image_id} not found")
+    image, now, new = found.tuple()
+    if name is not None and new is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"project {project_id} has no class {name!r}"
+        )
+    names = {c.id: c.name for c in (now, new) if c is not None}
+    return image, names, new.id if new is not None else None
 
 
 def class_id_or_422(session: Session, project_id: int, name: str | None) -> int | None:
@@ -64,7 +104,7 @@ def get_images(
     sort: Sort = "id",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-) -> ImagePage:
+) -> Response:
     """List images; sort=-loss with a ranked model gives the lesson's top losses."""
     pid = access.project.id
     flt = ImageFilter(
@@ -80,7 +120,8 @@ def get_images(
         disagreed=disagreed,
     )
     total, items = list_images(session, pid, flt, sort=sort, limit=limit, offset=offset)
-    return ImagePage(total=total, items=items)
+    in_route.commit(session)
+    return in_route.as_json(ImagePage(total=total, items=items))
 
 
 @router.get("/projects/{project_id}/similar-pairs", response_model=PairsPage)
@@ -169,13 +210,12 @@ def update_image(
     source: Annotated[
         EventSource, Query(description="Who is asking, for the audit trail (ui, api).")
     ] = EventSource.api,
-) -> ImageOut:
+) -> Response:
     """Relabel, delete, restore or keep one image. A stale `version` answers 409."""
-    image = load_image(session, access.project.id, image_id)
     action = body.action or ("relabel" if body.label is not None else None)
     if action is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give an action or a label")
-    label_id = class_id_or_422(session, access.project.id, body.label)
+    image, names, label_id = image_and_class(session, access.project.id, image_id, body.label)
     try:
         _apply(session, store, image, action, label_id, body.version, access.user.id, source)
         session.flush()
@@ -185,7 +225,7 @@ def update_image(
             status.HTTP_409_CONFLICT,
             {
                 "message": "someone changed this image since you loaded it",
-                "image": image_out(session, exc.image).model_dump(mode="json"),
+                "image": image_out(session, exc.image, names).model_dump(mode="json"),
             },
         ) from exc
     except StaleDataError as exc:
@@ -193,7 +233,9 @@ def update_image(
         raise HTTPException(status.HTTP_409_CONFLICT, "concurrent change; reload") from exc
     except labels.InvalidChange as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    return image_out(session, image)
+    out = image_out(session, image, names)
+    in_route.commit(session)
+    return in_route.as_json(out)
 
 
 @router.post("/projects/{project_id}/images/bulk", response_model=BulkResult)
@@ -201,12 +243,23 @@ def bulk_update(
     body: BulkPatch, access: EditorAccess, session: DbSession, store: StoreDep
 ) -> BulkResult:
     """Apply one action to many images; stale or impossible ones are reported, the rest applied."""
-    label_id = class_id_or_422(session, access.project.id, body.label)
+    pid = access.project.id
+    label_id = class_id_or_422(session, pid, body.label)
     if body.action == "relabel" and label_id is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "relabel needs a label")
+    # Every image in one statement; one that is not this project's fails the whole call.
+    wanted = [item.id for item in body.images]
+    images = {
+        i.id: i
+        for i in session.scalars(select(Image).where(Image.project_id == pid, Image.id.in_(wanted)))
+    }
+    missing = [i for i in wanted if i not in images]
+    if missing:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"image {missing[0]} not found")
+    names, _users = _lookups(session, pid, users=False)
     changed, conflicts = [], []
     for item in body.images:
-        image = load_image(session, access.project.id, item.id)
+        image = images[item.id]
         try:
             with session.begin_nested():
                 _apply(
@@ -225,7 +278,7 @@ def bulk_update(
             continue
         changed.append(image)
     session.flush()
-    return BulkResult(changed=[image_out(session, i) for i in changed], conflicts=conflicts)
+    return BulkResult(changed=[image_out(session, i, names) for i in changed], conflicts=conflicts)
 
 
 def _event_out(event: LabelEvent, names: dict[int, str], users: dict[int, str]) -> LabelEventOut:
@@ -244,15 +297,19 @@ def _event_out(event: LabelEvent, names: dict[int, str], users: dict[int, str]) 
     )
 
 
-def _lookups(session: Session, project_id: int) -> tuple[dict[int, str], dict[int, str]]:
+def _lookups(
+    session: Session, project_id: int, users: bool = True
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Class names of the project and (with ``users``) user names, by id."""
     names = {
         cid: name
         for cid, name in session.execute(
             select(ImageClass.id, ImageClass.name).where(ImageClass.project_id == project_id)
         )
     }
-    users = {uid: name for uid, name in session.execute(select(User.id, User.username))}
-    return names, users
+    if not users:
+        return names, {}
+    return names, {uid: name for uid, name in session.execute(select(User.id, User.username))}
 
 
 @router.get("/projects/{project_id}/events", response_model=list[LabelEventOut])

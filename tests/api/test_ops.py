@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,12 +11,13 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
+from core import db
 from core.config import Settings
 from core.db import transaction
 from core.migrate import upgrade
 from core.tables import Job, JobStatus
 from core.users import create_user
-from tests.conftest import migrated
+from tests.conftest import migrated, service_or_skip
 from tests.services import PostgresServer, RedisServer, free_port
 
 
@@ -45,28 +45,55 @@ def test_ready_only_when_the_schema_is_at_head(tmp_path: Path) -> None:
         assert client.get("/api/health").status_code == 200
 
 
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A server of the test's own: these tests stop and start it."""
+    server = service_or_skip(PostgresServer, "Postgres")
+    yield server
+    server.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.stack
-def test_ready_says_503_while_postgres_is_down_and_200_when_it_is_back(tmp_path: Path) -> None:
-    try:
-        server = PostgresServer()
-    except FileNotFoundError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"Postgres not available here: {exc}")
-    try:
-        url = server.create_database()
-        upgrade(url)
-        settings = Settings(data_dir=tmp_path, database_url=url, secret_key="k")
-        with TestClient(create_app(settings)) as client:
-            assert client.get("/api/ready").status_code == 200
-            server.pause()
-            down = client.get("/api/ready")
-            assert down.status_code == 503 and down.json()["database"].startswith("unreachable")
-            server.resume()
-            assert client.get("/api/ready").status_code == 200
-    finally:
-        server.stop()
+def test_ready_says_503_while_postgres_is_down_and_200_when_it_is_back(
+    tmp_path: Path, own_postgres: PostgresServer
+) -> None:
+    server = own_postgres
+    url = server.create_database()
+    upgrade(url)
+    settings = Settings(data_dir=tmp_path, database_url=url, secret_key="k")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/api/ready").status_code == 200
+        server.pause()
+        down = client.get("/api/ready")
+        assert down.status_code == 503 and down.json()["database"].startswith("unreachable")
+        server.resume()
+        assert client.get("/api/ready").status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.stack
+def test_requests_after_a_postgres_restart_get_fresh_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_postgres: PostgresServer
+) -> None:
+    """Pooled connections the restart killed are pinged and replaced when taken out after
+    sitting idle (here: any idle time), so the first request after an outage is a 200."""
+    server = own_postgres
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)
+    url = server.create_database()
+    upgrade(url)
+    settings = Settings(data_dir=tmp_path, database_url=url, secret_key="k")
+    with TestClient(create_app(settings)) as client:
+        factory = client.app.state.session_factory  # type: ignore[attr-defined]
+        with transaction(factory) as s:
+            create_user(s, "ann", "ann-password")
+        auth = _token(client)
+        assert client.get("/api/projects", headers=auth).status_code == 200
+        server.pause()
+        server.resume()
+        # No request saw the outage: the pool still holds the dead connections.
+        for _ in range(3):
+            assert client.get("/api/projects", headers=auth).status_code == 200
 
 
 @pytest.fixture

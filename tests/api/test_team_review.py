@@ -20,18 +20,13 @@ from core.db import make_engine, make_session_factory, transaction
 from core.migrate import upgrade
 from core.projects import create_project
 from core.schemas import ClassIn, ProjectIn
-from core.security import new_api_token, token_digest
 from core.tables import (
-    ApiToken,
     Image,
-    ImageScore,
     ImageState,
-    ModelVersion,
-    ProjectMember,
     ReviewLease,
-    Role,
 )
 from core.users import create_user
+from tests.scored import scored_project
 from tests.services import PostgresServer, ServeProcess, winnow_env
 
 LEASE = 6.0  # seconds: short enough to watch a batch come back, long enough for a round
@@ -65,52 +60,18 @@ def team(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Team]:
     settings = Settings(data_dir=data_dir, secret_key="k", database_url=database_url)
     upgrade(settings.db_url)
     engine = make_engine(settings.db_url)
-    tokens = {}
     with transaction(make_session_factory(engine)) as s:
-        owner = create_user(s, "olga", "olga-password")
-        project = create_project(
+        # Image n ranks n-th: its loss falls with n.
+        seeded = scored_project(
             s,
-            ProjectIn(name="bears", classes=[ClassIn(name="grizzly"), ClassIn(name="teddy")]),
-            owner.id,
+            ["grizzly", "teddy"],
+            IMAGES,
+            loss=lambda n: float(IMAGES - n),
+            owner="olga",
+            editors=REVIEWERS,
+            probability=lambda _n: 0.9,
         )
-        s.flush()
-        classes = [c.id for c in project.classes]
-        images = [
-            Image(
-                project_id=project.id,
-                sha256=f"{n:064x}",
-                state=ImageState.ok,
-                label_id=classes[n % 2],
-            )
-            for n in range(IMAGES)
-        ]
-        s.add_all(images)
-        model = ModelVersion(project_id=project.id, arch="resnet18")
-        s.add(model)
-        s.flush()
-        for n, image in enumerate(images):  # image n ranks n-th: loss falls with n
-            s.add(
-                ImageScore(
-                    model_version_id=model.id,
-                    image_id=image.id,
-                    method="in_sample",
-                    loss=float(IMAGES - n),
-                    label_id=image.label_id,
-                    predicted_id=classes[(n + 1) % 2],
-                    probability=0.9,
-                )
-            )
-        for name in ("olga", *REVIEWERS):
-            user = owner if name == "olga" else create_user(s, name, f"{name}-password")
-            if name != "olga":
-                s.add(ProjectMember(project_id=project.id, user_id=user.id, role=Role.editor))
-            tokens[name] = new_api_token()
-            s.add(
-                ApiToken(
-                    user_id=user.id, name="t", token_hash=token_digest(tokens[name]), prefix="x"
-                )
-            )
-        pid = project.id
+        pid, tokens = seeded.project.id, seeded.tokens
     engine.dispose()
     env = winnow_env(
         data_dir,

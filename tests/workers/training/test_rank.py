@@ -145,7 +145,7 @@ def test_cross_validated_ranking_is_cancelled_within_a_fold(
 
     def cancelling(done: int, total: int, message: str = "", force: bool = False) -> None:
         messages.append(message)
-        if message == "fold 2/3: training" and done == 1:
+        if message == "round 1, fold 2/3: training" and done == 1:
             with transaction(factory) as s:
                 s.execute(update(Job).where(Job.id == ctx.job_id).values(cancel_requested=True))
         report(done, total, message, force)
@@ -154,8 +154,8 @@ def test_cross_validated_ranking_is_cancelled_within_a_fold(
     with pytest.raises(JobCancelled):
         rank_job(ctx)
     # Progress went fold by fold, and the cancel stopped the second fold at its next batch.
-    assert "fold 1/3: scoring the held-out fold" in messages
-    assert messages[-1] == "fold 2/3: training"
-    assert not any(m.startswith("fold 3/3") for m in messages)
+    assert "round 1, fold 1/3: scoring the held-out fold" in messages
+    assert messages[-1] == "round 1, fold 2/3: training"
+    assert not any("fold 3/3" in m or m.startswith("round 2") for m in messages)
     # Nothing half-done is stored as an out-of-fold ranking.
     assert _scores(factory, "out_of_fold") == []

@@ -4,9 +4,9 @@ scikit-learn's handwritten digits, upscaled, with labels flipped on purpose: uni
 uniform 20%, and class-conditional 20% between look-alike digits (1-7, 3-8, 4-9, 5-6: each
 image of those classes flipped to its partner with probability 0.2). Winnow's side goes
 through its own train and rank jobs (local_job, as the product runs them) and ranks by the
-out-of-fold self-confidence of the k-fold fine-tunes, trained twice (the second round
-without the images the first flagged: the rank job's default); beside it the first round
-alone. Against it, in the same run:
+out-of-fold self-confidence of the k-fold fine-tunes, trained in rounds (each after the
+first without the images the round before flagged, the later rounds averaged: the rank
+job's default); with --first-round also the first round alone. Against it, in the same run:
 cleanlab.filter.find_label_issues (issues first, ranked by label quality, then the rest)
 on out-of-fold probabilities of logistic regression and of an RBF SVC on the pixels
 (cross_val_predict), and the in-sample top losses of the same CNN (fastai's lesson).
@@ -98,10 +98,11 @@ def winnow_orders(
         "batch_size": 64,
     }
     train_job(job_context(settings, pid, "train", train))
-    # The default (two rounds, the second trained without the first's flags), then one round.
+    # The default (pruned rounds), and with --first-round the first round alone as well.
     suspicion: dict[str, np.ndarray] = {}
-    for prune, name in ((False, "one round"), (True, "out_of_fold")):
-        rank = {"out_of_fold": True, "folds": args.folds, "prune": prune}
+    runs = [(1, "one round")] if args.first_round else []
+    for rounds, name in [*runs, (args.rounds, "out_of_fold")]:
+        rank = {"out_of_fold": True, "folds": args.folds, "rounds": rounds}
         rank_job(job_context(settings, pid, "rank", rank))
         read = _scores(settings.db_url, len(labels))
         suspicion[name] = read["out_of_fold"]
@@ -127,7 +128,7 @@ def _scores(db_url: str, count: int) -> dict[str, np.ndarray]:
                     ImageScore.method == method
                 )
             ):
-                values[index[image_id]] = -float(conf)
+                values[index[image_id]] = -float(conf if conf is not None else 0.0)
                 flagged[index[image_id]] = 2.0 if issue else 0.0
             suspicion[method] = values
             # cleanlab's order on Winnow's own scores: confident learning's flags (per-class
@@ -163,7 +164,8 @@ def run(args: argparse.Namespace) -> None:
                 ("winnow, flags first", "out_of_fold flags first"),
                 ("in-sample top losses", "in_sample"),
             ):
-                results[name] = (np.argsort(-susp[key], kind="stable"), susp[key])
+                if key in susp:
+                    results[name] = (np.argsort(-susp[key], kind="stable"), susp[key])
             for name, (order, suspicion) in results.items():
                 row = metrics(order, wrong, suspicion)
                 table.setdefault((kind, name), []).append(row)
@@ -193,6 +195,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="The rank job's rounds.")
+    parser.add_argument(
+        "--first-round",
+        action="store_true",
+        help="Also rank with the first round alone (rounds=1), as a rank job of its own.",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--limit", type=int, default=0, help="Use the first N digits (0: all).")
     args = parser.parse_args()

@@ -142,7 +142,7 @@ KINDS: dict[JobKindName, JobKind] = {
             "Rank by loss",
             "images",
             time_limit=24 * HOUR,
-            form=("out_of_fold", "out_of_fold_method", "folds", "prune"),
+            form=("out_of_fold", "out_of_fold_method", "folds", "rounds"),
         ),
     )
 }

@@ -135,12 +135,15 @@ class RankParams(JobParams):
         "honest only when ImageNet weights are available, otherwise the features saw the labels).",
     )
     folds: int = Field(default=5, ge=2, le=10)
-    prune: bool = Field(
-        default=True,
-        description="cross_validated only: train the folds twice, the second time without "
-        "the images the first round's confident learning flagged, and rank by the second "
-        "round (a model trained on the noisy labels finds systematic swaps plausible). "
-        "Costs 2k trainings; bench/label_errors.py measures it.",
+    rounds: int = Field(
+        default=3,
+        ge=1,
+        le=5,
+        description="cross_validated only: rounds of k fold trainings. Round 1 trains on "
+        "every label; each later round without the images the round before flagged "
+        "(confident learning), and the ranking is the mean of the later rounds. 1: no pruning "
+        "(a model trained on noisy labels finds systematic swaps plausible). Costs rounds x k "
+        "trainings; bench/label_errors.py measures it.",
     )
     similarity: float = Field(
         default=0.97,

@@ -7,13 +7,15 @@ learning rate, augmentation) on the other k-1 folds only, from random or ImageNe
 as the ranked model was: no model that scores an image ever saw its label. Folds go by
 near-duplicate group, as the validation split does. Images are decoded once for all folds.
 
-With ``prune`` (the default) the folds are trained twice, as confident learning's authors
-do: a model trained on noisy labels learns part of the noise, above all when look-alike
-classes are swapped systematically, and then finds those swapped images plausible. The
-second round's fold models train without the images the first round flagged (per-class
-thresholds, cleanlab's find_label_issues) and give the probabilities. An image's own label
-still never reaches a model that scores it, except through which other images the first
-round flagged, a second-order effect. bench/label_errors.py measured it (README).
+With ``rounds`` above 1 (3 by default) the folds are trained again, as confident learning's
+authors do: a model trained on noisy labels learns part of the noise, above all when
+look-alike classes are swapped systematically, and then finds those swapped images
+plausible. Each later round's fold models train without the images the round before flagged
+(per-class thresholds, cleanlab's find_label_issues), and the ranking is the mean of the
+later rounds' probabilities (two models a held-out image, each trained on cleaner labels).
+An image's own label still never reaches a model that scores it, except through which
+other images an earlier round flagged, a second-order effect. bench/label_errors.py
+measured it (README).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from workers.training.model import build_model, head
 @dataclass(frozen=True)
 class OutOfFold:
     probs: np.ndarray
-    # Images the second round trained without (None: one round only).
+    # Images the last round trained without (None: one round only).
     pruned: int | None
 
 
@@ -48,9 +50,11 @@ def cross_validated_probs(
     samples: list[Sample],
     folds: int,
     device: torch.device,
-    prune: bool = True,
+    rounds: int = 3,
 ) -> OutOfFold:
-    """Class probabilities of every sample from the fold model that did not train on it."""
+    """Class probabilities of every sample from fold models that did not train on it: the
+    first round's with ``rounds=1``, otherwise the mean of the pruned rounds' (2..rounds),
+    each trained without the images the round before it flagged."""
     fold = np.array([fold_of(recipe.seed, s.split_key, folds) for s in samples])
     labels = np.array([s.label for s in samples])
     keep = np.ones(len(samples), dtype=bool)
@@ -61,15 +65,21 @@ def cross_validated_probs(
     for cache in caches:
         cache.preload(paths, lambda d, t: ctx.report(d, t, "decoding images"))
     run = _Round(ctx, recipe, classes, samples, fold, folds, device, caches)
-    probs = run(keep, "round 1, " if prune else "")
-    if not prune:
+    probs = run(keep, "round 1, " if rounds > 1 else "")
+    if rounds == 1:
         return OutOfFold(probs, None)
-    flagged = issues(probs, labels)
-    keep = ~flagged
-    if not _every_fold_learns(fold, labels, keep, folds):
-        # Pruning would leave a fold without two classes to learn: the first round stands.
+    pruned: list[np.ndarray] = []
+    flagged = np.zeros(len(samples), dtype=bool)
+    for number in range(2, rounds + 1):
+        flagged = issues(probs, labels)
+        if not _every_fold_learns(fold, labels, ~flagged, folds):
+            # Pruning would leave a fold without two classes to learn: stop here.
+            break
+        probs = run(~flagged, f"round {number}, ")
+        pruned.append(probs)
+    if not pruned:
         return OutOfFold(probs, 0)
-    return OutOfFold(run(keep, "round 2, "), int(flagged.sum()))
+    return OutOfFold(np.mean(pruned, axis=0), int(flagged.sum()))
 
 
 def _every_fold_learns(fold: np.ndarray, labels: np.ndarray, keep: np.ndarray, folds: int) -> bool:

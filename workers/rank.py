@@ -177,7 +177,7 @@ def rank_job(ctx: JobContext) -> dict[str, Any]:
             {k: v for k, v in version.params.items() if k in TrainParams.model_fields}
         )
         found = cross_validated_probs(
-            ctx, recipe, classes, samples, params.folds, device, params.prune
+            ctx, recipe, classes, samples, params.folds, device, params.rounds
         )
         probs, source, saw = found.probs, "k-fold fine-tunes of the model's recipe", False
         if found.pruned is not None:

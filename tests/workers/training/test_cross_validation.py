@@ -1,4 +1,4 @@
-"""k-fold probabilities, pruned: the second round trains without the first round's flags.
+"""k-fold probabilities, pruned: each later round trains without the round before's flags.
 
 The fold trainings are replaced by a stand-in that records what each fold model trained on
 and answers fixed probabilities, so the orchestration is checked in milliseconds; the real
@@ -34,23 +34,25 @@ def _samples(tmp_path: Path, count: int) -> list[Sample]:
 def _fake_folds(
     monkeypatch: pytest.MonkeyPatch, wrong: int
 ) -> list[tuple[str, set[int], set[int]]]:
-    """Every fold model says each image is its label's class (0.9), except image ``wrong``,
-    which looks like the other class; records (round and fold, trained ids, held-out ids)."""
+    """Every fold model says each image is its label's class (0.9; 0.7 in round 3), except
+    image ``wrong``, which looks like the other class; records (round and fold, trained ids,
+    held-out ids)."""
     seen: list[tuple[str, set[int], set[int]]] = []
 
     def fold(_ctx: Any, _recipe: Any, split: DataSplit, *_args: Any) -> np.ndarray:
         name = _args[-1]
         seen.append((name, {s.image_id for s in split.train}, {s.image_id for s in split.valid}))
-        probs = np.full((len(split.valid), 2), 0.1)
+        sure = 0.7 if name.startswith("round 3") else 0.9
+        probs = np.full((len(split.valid), 2), 1 - sure)
         for row, s in enumerate(split.valid):
-            probs[row, 1 - s.label if s.image_id == wrong else s.label] = 0.9
+            probs[row, 1 - s.label if s.image_id == wrong else s.label] = sure
         return probs
 
     monkeypatch.setattr(cv, "_fold", fold)
     return seen
 
 
-def test_the_second_round_trains_without_the_flagged_images_and_scores_all(
+def test_later_rounds_train_without_the_flagged_images_score_all_and_are_averaged(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     job_context: Callable[..., JobContext],
@@ -63,8 +65,8 @@ def test_the_second_round_trains_without_the_flagged_images_and_scores_all(
     )
     assert found.pruned == 1
     first = [s for s in seen if s[0].startswith("round 1, ")]
-    second = [s for s in seen if s[0].startswith("round 2, ")]
-    assert len(first) == len(second) == 4
+    second = [s for s in seen if s[0].startswith(("round 2, ", "round 3, "))]
+    assert len(first) == 4 and len(second) == 8 and len(seen) == 12
     everyone = {s.image_id for s in samples}
     for name, trained, held in seen:
         # No fold model trains on an image it scores.
@@ -76,13 +78,16 @@ def test_the_second_round_trains_without_the_flagged_images_and_scores_all(
     assert all(wrong not in trained for _, trained, _ in second)
     assert any(wrong in trained for _, trained, _ in first)
     assert set().union(*(held for _, _, held in second)) == everyone
-    # The flagged image is still scored, and stays the one that looks wrong.
+    # The flagged image is still scored, and stays the one that looks wrong; the ranking is
+    # the mean of rounds 2 (0.9) and 3 (0.7).
     labels = np.array([s.label for s in samples])
     confidence = found.probs[np.arange(len(samples)), labels]
     assert int(np.argmin(confidence)) == 7
+    np.testing.assert_allclose(np.delete(confidence, 7), 0.8)
+    np.testing.assert_allclose(confidence[7], 0.2)
 
 
-def test_one_round_without_prune(
+def test_one_round_without_pruning(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     job_context: Callable[..., JobContext],
@@ -90,7 +95,7 @@ def test_one_round_without_prune(
     samples = _samples(tmp_path, 20)
     seen = _fake_folds(monkeypatch, samples[3].image_id)
     found = cv.cross_validated_probs(
-        job_context("rank"), RECIPE, ["a", "b"], samples, 4, cv.torch.device("cpu"), prune=False
+        job_context("rank"), RECIPE, ["a", "b"], samples, 4, cv.torch.device("cpu"), rounds=1
     )
     assert found.pruned is None
     assert [name for name, _, _ in seen] == [f"fold {k}/4" for k in range(1, 5)]

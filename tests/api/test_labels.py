@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 
@@ -153,6 +154,17 @@ def test_unknown_label_is_a_clear_error(seeded: tuple[TestClient, int, list[int]
         f"/api/projects/{pid}/images/{ids[0]}", json={"version": 1, "label": "purple"}, headers=h
     )
     assert response.status_code == 422 and "purple" in response.json()["detail"]
+    # The sentence is what the OpenAPI schema promises for a 422 (as well as FastAPI's list):
+    # a client generated from the schema can read it.
+    spec = client.get("/api/openapi.json").json()
+    documented = spec["paths"]["/api/projects/{project_id}/images/{image_id}"]["patch"]
+    error = documented["responses"]["422"]["content"]["application/json"]["schema"]
+    resolver = {
+        **spec["components"]["schemas"]["HTTPValidationError"],
+        "components": spec["components"],
+    }
+    assert error == {"$ref": "#/components/schemas/HTTPValidationError"}
+    jsonschema.validate(response.json(), resolver)
 
 
 def test_same_file_under_two_classes_is_a_review_item(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def cross_validated_probs(
     if rounds == 1:
         return OutOfFold(probs, None)
     pruned: list[np.ndarray] = []
-    flagged = np.zeros(len(samples), dtype=bool)
+    left_out = 0
     for number in range(2, rounds + 1):
         flagged = issues(probs, labels)
         if not _every_fold_learns(fold, labels, ~flagged, folds):
@@ -77,9 +77,10 @@ def cross_validated_probs(
             break
         probs = run(~flagged, f"round {number}, ")
         pruned.append(probs)
+        left_out = int(flagged.sum())
     if not pruned:
         return OutOfFold(probs, 0)
-    return OutOfFold(np.mean(pruned, axis=0), int(flagged.sum()))
+    return OutOfFold(np.mean(pruned, axis=0), left_out)
 
 
 def _every_fold_learns(fold: np.ndarray, labels: np.ndarray, keep: np.ndarray, folds: int) -> bool:

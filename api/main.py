@@ -35,7 +35,7 @@ from core.schemas import Health
 from core.security import SessionSigner
 from core.store import image_store
 from core.throttle import LoginThrottle
-from web import pages
+from web import model_pages, pages
 
 VERSION = "0.1.0"
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _document_sentence_details(app)
     app.include_router(ops.router)
     app.include_router(pages.router)
+    app.include_router(model_pages.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
     app.add_middleware(SecurityHeaders)
 

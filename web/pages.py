@@ -27,11 +27,8 @@ from api.deps import (
     start_session,
 )
 from core import projects, review, team_progress
-from core.compare import NotComparable
-from core.compare_load import load_comparison
 from core.images import ImageFilter, Sort, filter_choices, latest_scored_model, list_images
 from core.kinds import KINDS, JobKindName
-from core.model_version_schemas import ModelDetail
 from core.pairs import similar_pairs
 from core.query_stats import query_quality
 from core.schemas import ImageOut
@@ -51,7 +48,7 @@ SORTS: tuple[Sort, ...] = ("-loss", "loss", "id", "-id")
 PageUser = Annotated[User | None, Depends(optional_user)]
 
 
-def _render(request: Request, name: str, user: User | None, **context: Any) -> HTMLResponse:
+def render(request: Request, name: str, user: User | None, **context: Any) -> HTMLResponse:
     signer: SessionSigner = request.app.state.signer
     cookie = request.cookies.get(SESSION_COOKIE, "")
     return TEMPLATES.TemplateResponse(
@@ -63,7 +60,7 @@ def _render(request: Request, name: str, user: User | None, **context: Any) -> H
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/", error: str = "") -> HTMLResponse:
-    return _render(request, "login.html", None, next=next, error=error)
+    return render(request, "login.html", None, next=next, error=error)
 
 
 def local_target(next: str) -> str:
@@ -88,7 +85,7 @@ def login_form(
     try:
         user = password_login(request, session, username, password)
     except HTTPException as refused:
-        return _render(request, "login.html", None, next=next, error=str(refused.detail))
+        return render(request, "login.html", None, next=next, error=str(refused.detail))
     response = RedirectResponse(local_target(next), status.HTTP_303_SEE_OTHER)
     start_session(request, response, user)
     return response
@@ -102,7 +99,7 @@ def home(request: Request, session: DbSession, user: PageUser) -> Response:
         (p, role, projects.state_counts(session, p.id))
         for p, role in projects.projects_for(session, user.id, user.is_admin)
     ]
-    return _render(request, "projects.html", user, rows=rows)
+    return render(request, "projects.html", user, rows=rows)
 
 
 @router.get("/projects/{project_id}", response_class=HTMLResponse)
@@ -125,7 +122,7 @@ def project_page(
         .order_by(Job.id.desc())
         .limit(1)
     )
-    return _render(
+    return render(
         request,
         "project.html",
         access.user,
@@ -159,7 +156,7 @@ def jobs_panel(
         if train_ids
         else []
     )
-    return _render(
+    return render(
         request,
         "_jobs.html",
         access.user,
@@ -209,7 +206,7 @@ def review_page(
         session, project_id, flt, sort=sort_key, limit=REVIEW_PAGE, offset=offset
     )
     scored = latest_scored_model(session, project_id)
-    return _render(
+    return render(
         request,
         "review.html",
         access.user,
@@ -244,7 +241,7 @@ def _team_review(
         _, items = list_images(
             session, pid, ImageFilter(ids=held.image_ids), sort="-loss", limit=len(held.image_ids)
         )
-    return _render(
+    return render(
         request,
         "team_review.html",
         access.user,
@@ -266,7 +263,7 @@ def team_page(
     """The owner's view of cleaning as a team: progress per person and class, agreement."""
     if access.role is not Role.owner:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only the project's owners see this")
-    return _render(
+    return render(
         request,
         "team.html",
         access.user,
@@ -288,7 +285,7 @@ def pairs_page(
 ) -> Response:
     """Near-duplicate pairs of the latest ranking, side by side, cross-class first."""
     found = similar_pairs(session, project_id, cross_class, settled, PAIRS_PAGE, offset)
-    return _render(
+    return render(
         request,
         "pairs.html",
         access.user,
@@ -304,88 +301,7 @@ def pairs_page(
 
 @router.get("/projects/{project_id}/history", response_class=HTMLResponse)
 def history_page(project_id: RowId, request: Request, access: PageAccess) -> Response:
-    return _render(request, "history.html", access.user, access=access, project=access.project)
-
-
-@router.get("/projects/{project_id}/models/{model_id}", response_class=HTMLResponse)
-def model_page(
-    project_id: RowId, model_id: RowId, request: Request, session: DbSession, access: PageAccess
-) -> Response:
-    """One model: metrics per epoch, advice, confusion matrix, top losses with heatmaps;
-    a menu of the project's other finished versions to compare it with."""
-    detail = ModelDetail.full(load_version(session, project_id, model_id))
-    others = session.scalars(
-        select(ModelVersion)
-        .where(ModelVersion.project_id == project_id, ModelVersion.id != model_id)
-        .order_by(ModelVersion.id.desc())
-    ).all()
-    return _render(
-        request,
-        "model.html",
-        access.user,
-        access=access,
-        project=access.project,
-        model=detail,
-        others=[v for v in others if v.files],
-    )
-
-
-@router.get("/projects/{project_id}/models/{model_id}/compare", response_class=HTMLResponse)
-def compare_page(
-    project_id: RowId,
-    model_id: RowId,
-    request: Request,
-    session: DbSession,
-    access: PageAccess,
-    other: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-) -> Response:
-    """Two versions on the validation images they share (GET .../compare/{other_id} of the
-    REST API): the verdict, errors both ways, per class, both confusion matrices, the
-    relabelled and left-out images, the predictions fixed and broken."""
-    first = load_version(session, project_id, model_id)
-    if other is None:  # no version chosen yet: the model page has the menu to choose one
-        return RedirectResponse(
-            f"/projects/{project_id}/models/{model_id}", status.HTTP_303_SEE_OTHER
-        )
-    second = load_version(session, project_id, other)
-    comparison, problem = None, ""
-    if first.id == second.id:
-        problem = "Pick another version to compare this one with."
-    else:
-        try:
-            comparison = load_comparison(session, first, second)
-        except NotComparable as exc:
-            problem = str(exc)
-    response = _render(
-        request,
-        "compare.html",
-        access.user,
-        access=access,
-        project=access.project,
-        model=first,
-        other=second,
-        comparison=comparison,
-        problem=problem,
-    )
-    if problem:
-        response.status_code = status.HTTP_409_CONFLICT
-    return response
-
-
-@router.get("/projects/{project_id}/models/{model_id}/curves", response_class=HTMLResponse)
-def curves_panel(
-    project_id: RowId, model_id: RowId, request: Request, session: DbSession, access: PageAccess
-) -> Response:
-    """A model's epochs and curves; it fetches itself again only while the model trains."""
-    detail = ModelDetail.full(load_version(session, project_id, model_id))
-    return _render(
-        request,
-        "_curves.html",
-        access.user,
-        project=access.project,
-        model=detail,
-        finished_now=bool(request.headers.get("hx-request")) and detail.status != "training",
-    )
+    return render(request, "history.html", access.user, access=access, project=access.project)
 
 
 @router.get("/projects/{project_id}/members", response_class=HTMLResponse)
@@ -393,7 +309,7 @@ def members_page(
     project_id: RowId, request: Request, session: DbSession, access: PageAccess
 ) -> Response:
     """Who works on the project; owners invite by user name, change roles, remove."""
-    return _render(
+    return render(
         request,
         "members.html",
         access.user,
@@ -412,7 +328,7 @@ def tokens_page(request: Request, session: DbSession, user: PageUser) -> Respons
     tokens = session.scalars(
         select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
     ).all()
-    return _render(request, "tokens.html", user, tokens=tokens)
+    return render(request, "tokens.html", user, tokens=tokens)
 
 
 @router.get("/admin/users", response_class=HTMLResponse)
@@ -423,7 +339,7 @@ def users_page(request: Request, session: DbSession, user: PageUser) -> Response
     if not user.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "admin only")
     accounts = session.scalars(select(User).order_by(User.id)).all()
-    return _render(request, "users.html", user, accounts=accounts)
+    return render(request, "users.html", user, accounts=accounts)
 
 
 @router.get("/projects/{project_id}/models/{model_id}/try", response_class=HTMLResponse)
@@ -438,7 +354,7 @@ def predict_page(
         .where(ModelVersion.project_id == project_id, ModelVersion.id != model_id)
         .order_by(ModelVersion.id.desc())
     ).all()
-    return _render(
+    return render(
         request,
         "predict.html",
         access.user,

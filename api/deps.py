@@ -129,7 +129,7 @@ def _user_from_token(session: Session, header: str) -> User | None:
     found = session.execute(_TOKEN_AND_USER, {"digest": token_digest(token.strip())}).first()
     if found is None:
         return None
-    row, user = found.tuple()
+    row, user = found._tuple()
     if row.expires_at is not None and aware(row.expires_at) <= utcnow():
         return None
     _touch_token(row)
@@ -250,7 +250,7 @@ def _access(session: Session, project_id: int, user: User) -> Access:
     found = session.execute(
         _PROJECT_AND_MEMBER, {"user_id": user.id, "project_id": project_id}
     ).first()
-    project, member = found.tuple() if found is not None else (None, None)
+    project, member = found._tuple() if found is not None else (None, None)
     if project is None or (member is None and not user.is_admin):
         # Same answer for "absent" and "not yours": project ids are not a secret,
         # but their existence should not leak to outsiders either.

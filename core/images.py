@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from typing import cast as cast_type
 
-from sqlalchemy import Select, String, and_, cast, func, or_, select
+from pydantic import TypeAdapter
+from sqlalchemy import Select, String, Table, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -20,6 +22,7 @@ from core.tables import (
     LabelEvent,
     ModelVersion,
     OpinionState,
+    Project,
     SecondOpinion,
 )
 
@@ -55,6 +58,53 @@ def latest_scored_model(session: Session, project_id: int) -> tuple[int, str] | 
     ).first()
     # "out_of_fold" sorts after "in_sample", so desc() prefers it for the same model.
     return (row[0], row[1]) if row else None
+
+
+def store_review_rank(session: Session, project_id: int) -> None:
+    """Write each image's place in the ranking a listing by loss shows by default (the
+    newest scored model, its most honest method), in the caller's transaction, with the
+    scores: a review page then reads one index range (ix_images_review) at any offset,
+    where joining and sorting every image's score cost about 10 ms of the database's CPU
+    per page at 10,000 images. Ranking is not a change to an image: updated_at and the
+    version stay as they are."""
+    images = cast_type(Table, Image.__table__)
+    found = latest_scored_model(session, project_id)
+    model_id, method = found if found else (None, None)
+    scored = select(ImageScore.image_id).where(
+        ImageScore.model_version_id == model_id, ImageScore.method == method
+    )
+    session.execute(
+        update(images)
+        .where(
+            images.c.project_id == project_id,
+            images.c.review_rank.is_not(None),
+            images.c.id.not_in(scored),
+        )
+        .values(review_rank=None, updated_at=images.c.updated_at)
+    )
+    if found:
+        place = func.row_number().over(order_by=(ImageScore.loss.desc(), ImageScore.image_id))
+        ranked = scored.add_columns(place.label("place")).subquery()
+        session.execute(
+            update(images)
+            .where(images.c.id == ranked.c.image_id)
+            .values(review_rank=ranked.c.place, updated_at=images.c.updated_at)
+        )
+    project = session.get(Project, project_id)
+    if project is not None:
+        project.review_model_id, project.review_method = model_id, method
+        session.flush()
+
+
+def _by_review_rank(session: Session, project_id: int, flt: ImageFilter) -> bool:
+    """Whether images.review_rank holds the ranking this listing shows."""
+    project = session.get(Project, project_id)  # the request's access check loaded it
+    return (
+        project is not None
+        and flt.model_version_id is not None
+        and project.review_model_id == flt.model_version_id
+        and project.review_method == (flt.method or "in_sample")
+    )
 
 
 # Label events a person asked for (not the verifier's): decisions about an image.
@@ -136,15 +186,13 @@ def list_images(
     }
     # Sort narrow rows (id and loss) to find the page, then read the page's full rows: sorting
     # 10,000 whole image rows for 100 of them was most of a review page's time.
-    page = (
-        select(Image.id)
-        .outerjoin(ImageScore, scored)
-        .where(*conds)
-        .order_by(*order[sort])
-        .limit(limit)
-        .offset(offset)
-        .subquery()
-    )
+    ids = select(Image.id)
+    if sort == "-loss" and _by_review_rank(session, project_id, flt):
+        # The same order, stored: the images without a score last, by id.
+        order["-loss"] = (Image.review_rank.asc().nulls_last(), Image.id.asc())
+    else:
+        ids = ids.outerjoin(ImageScore, scored)
+    page = ids.where(*conds).order_by(*order[sort]).limit(limit).offset(offset).subquery()
     # Columns, not ORM objects: a page only shows its rows, and making 100 tracked Image
     # instances was most of its time in Python.
     stmt = (
@@ -155,8 +203,14 @@ def list_images(
         .outerjoin(_PREDICTED, _PREDICTED.id == ImageScore.predicted_id)
         .order_by(*order[sort])
     )
-    return total, [ImageOut.model_validate(row) for row in session.execute(stmt).mappings()]
+    # Plain dicts, validated as one list: validating each RowMapping on its own was most of a
+    # page's time in Python (4.3 ms against 1.6 ms a page of 100).
+    result = session.execute(stmt)
+    keys = list(result.keys())
+    return total, _PAGE_ITEMS.validate_python([dict(zip(keys, row, strict=True)) for row in result])
 
+
+_PAGE_ITEMS = TypeAdapter(list[ImageOut])
 
 # An image as a listing shows it: its own columns, its class's name, and the score columns.
 _LABEL, _PREDICTED = aliased(ImageClass, name="label"), aliased(ImageClass, name="predicted")

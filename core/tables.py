@@ -150,6 +150,10 @@ class Project(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The ranking that images.review_rank holds (a model version and a scoring method);
+    # listings by loss use it when it is the ranking they show (core.images.review_rank).
+    review_model_id: Mapped[int | None] = mapped_column(Integer)
+    review_method: Mapped[str | None] = mapped_column(String(16))
 
     classes: Mapped[list[ImageClass]] = relationship(
         back_populates="project", order_by="ImageClass.id", cascade="all, delete-orphan"
@@ -205,6 +209,8 @@ class Image(Base):
         # Imports skip URLs a project already has: one lookup per URL. A hash index on
         # Postgres, whose B-tree entries cannot hold the longest URLs.
         Index("ix_images_image_url", "image_url", postgresql_using="hash"),
+        # The review queue's default order (core/images.py): one index range, any offset.
+        Index("ix_images_review", "project_id", "review_rank", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -254,6 +260,10 @@ class Image(Base):
     harvest_job_id: Mapped[int | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True
     )
+
+    # The image's place (1: highest loss) in the ranking of the project's review_model_id
+    # and review_method; None without a score there. Written with the scores (workers/rank).
+    review_rank: Mapped[int | None] = mapped_column(Integer)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

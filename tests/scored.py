@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from core.images import store_review_rank
 from core.projects import create_project
 from core.schemas import ClassIn, ProjectIn
 from core.security import new_api_token, token_digest
@@ -82,6 +83,8 @@ def scored_project(
         )
         for n, image in enumerate(images)
     )
+    session.flush()
+    store_review_rank(session, project.id)  # as the rank job does with its scores
     tokens = {owner: _token(session, user)}
     for name in editors:
         editor = create_user(session, name, f"{name}-password")

@@ -24,8 +24,9 @@ from torch import nn
 from torchvision import models
 
 from core.db import refresh_statistics
+from core.images import store_review_rank
 from core.params import RankParams, TrainParams
-from core.tables import ImageScore, ModelVersion
+from core.tables import Image, ImageScore, ModelVersion
 from workers.cross_validation import cross_validated_probs
 from workers.embedding_pairs import similar_pairs
 from workers.label_quality import LabelQuality, label_quality
@@ -127,7 +128,8 @@ def _store(
             for i, sample in enumerate(samples)
         )
         s.flush()
-        refresh_statistics(s, ImageScore.__tablename__)
+        store_review_rank(s, ctx.project_id)
+        refresh_statistics(s, ImageScore.__tablename__, Image.__tablename__)
 
 
 def rank_job(ctx: JobContext) -> dict[str, Any]:

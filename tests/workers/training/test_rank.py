@@ -15,9 +15,10 @@ from torchvision import models
 
 from core.config import Settings
 from core.db import transaction
+from core.images import ImageFilter, list_images
 from core.preprocess import prepare
 from core.store import image_store
-from core.tables import Image, ImageClass, ImageScore, ImageState, Job, ModelVersion
+from core.tables import Image, ImageClass, ImageScore, ImageState, Job, ModelVersion, Project
 from workers.rank import rank_job
 from workers.runner import JobCancelled, JobContext
 from workers.train import train_job
@@ -108,6 +109,14 @@ def test_rank_in_sample_and_out_of_fold(
     # The mislabelled image is among the few a reviewer sees first.
     top = [r.image_id for r in _scores(factory, "out_of_fold")[:5]]
     assert ids[3] in top
+    # The review queue's stored order is the out-of-fold ranking, the worst first.
+    with transaction(factory) as s:
+        version = s.get(ModelVersion, model_id)
+        project = s.get(Project, version.project_id) if version else None
+        assert project is not None
+        assert (project.review_model_id, project.review_method) == (model_id, "out_of_fold")
+        _, page = list_images(s, project.id, ImageFilter(), sort="-loss", limit=5)
+        assert [item.id for item in page] == top
 
     # The fast heads, without pretrained weights, learn on the trained body: said so.
     heads = rank_job(

@@ -262,10 +262,21 @@ def _access(session: Session, project_id: int, user: User) -> Access:
 ProjectAccess = Annotated[Access, Depends(project_access)]
 
 
-async def editor_access(access: ProjectAccess) -> Access:
+def access_in_route(request: Request, session: Session, project_id: int) -> Access:
+    """The same check as ProjectAccess, called by the hottest routes (a decision, the
+    review listing) in their own hop to the thread pool: as a dependency it costs a hop of
+    its own, and under load each hop waits for the interpreter lock (api/in_route.py)."""
+    return project_access(project_id, request, session)
+
+
+def editor(access: Access) -> Access:
     if not access.can_edit:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "viewers cannot change this project")
     return access
+
+
+async def editor_access(access: ProjectAccess) -> Access:
+    return editor(access)
 
 
 EditorAccess = Annotated[Access, Depends(editor_access)]

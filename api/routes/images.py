@@ -18,6 +18,8 @@ from api.deps import (
     ProjectAccess,
     RowId,
     StoreDep,
+    access_in_route,
+    editor,
 )
 from api.files import store_response
 from core import labels
@@ -81,7 +83,8 @@ def class_id_or_422(session: Session, project_id: int, name: str | None) -> int 
 
 @router.get("/projects/{project_id}/images", response_model=ImagePage)
 def get_images(
-    access: ProjectAccess,
+    project_id: RowId,
+    request: Request,
     session: DbSession,
     state: ImageState | None = None,
     label: str | None = Query(default=None, description="Class name; '-' for unlabelled."),
@@ -106,6 +109,7 @@ def get_images(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> Response:
     """List images; sort=-loss with a ranked model gives the lesson's top losses."""
+    access = access_in_route(request, session, project_id)
     pid = access.project.id
     flt = ImageFilter(
         state=state,
@@ -202,9 +206,10 @@ def _apply(
 
 @router.patch("/projects/{project_id}/images/{image_id}", response_model=ImageOut)
 def update_image(
+    project_id: RowId,
     image_id: RowId,
     body: ImagePatch,
-    access: EditorAccess,
+    request: Request,
     session: DbSession,
     store: StoreDep,
     source: Annotated[
@@ -212,6 +217,7 @@ def update_image(
     ] = EventSource.api,
 ) -> Response:
     """Relabel, delete, restore or keep one image. A stale `version` answers 409."""
+    access = editor(access_in_route(request, session, project_id))
     action = body.action or ("relabel" if body.label is not None else None)
     if action is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give an action or a label")

@@ -20,9 +20,9 @@ from tests.scored import scored_project
 
 RELABEL_BOUND = 5
 LISTING_BOUND = 5
-# Hops to the thread pool: the caller and project access in one, the route (which commits)
-# in the other. Under load each hop waits for the interpreter lock.
-HOPS_BOUND = 2
+# Hops to the thread pool: one, the route (which checks access, works and commits);
+# under load each hop waits for the interpreter lock.
+HOPS_BOUND = 1
 # The listing, plus the menus of reject reasons and search queries (one statement each).
 PAGE_BOUND = 9
 

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from torch import nn
 from torchvision import models
 
@@ -112,22 +112,26 @@ def _store(
                 ImageScore.model_version_id == version_id, ImageScore.method == method
             )
         )
-        s.add_all(
-            ImageScore(
-                model_version_id=version_id,
-                image_id=sample.image_id,
-                method=method,
-                loss=float(quality.loss[i]),
-                label_id=class_ids[sample.label],
-                predicted_id=class_ids[int(quality.predicted[i])],
-                probability=float(quality.probability[i]),
-                self_confidence=float(quality.self_confidence[i]),
-                margin=float(quality.margin[i]),
-                issue=bool(quality.issue[i]),
-            )
-            for i, sample in enumerate(samples)
+        # Rows, not ORM objects: thousands of tracked instances cost more than the insert.
+        q = {name: values.tolist() for name, values in vars(quality).items()}
+        s.execute(
+            insert(ImageScore),
+            [
+                {
+                    "model_version_id": version_id,
+                    "image_id": sample.image_id,
+                    "method": method,
+                    "loss": q["loss"][i],
+                    "label_id": class_ids[sample.label],
+                    "predicted_id": class_ids[q["predicted"][i]],
+                    "probability": q["probability"][i],
+                    "self_confidence": q["self_confidence"][i],
+                    "margin": q["margin"][i],
+                    "issue": q["issue"][i],
+                }
+                for i, sample in enumerate(samples)
+            ],
         )
-        s.flush()
         store_review_rank(s, ctx.project_id)
         refresh_statistics(s, ImageScore.__tablename__, Image.__tablename__)
 

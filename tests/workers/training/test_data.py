@@ -20,6 +20,7 @@ from workers.training.data import (
     MAX_TRAIN_ASPECT,
     ImageCache,
     ImageDataset,
+    decode_threads,
     in_validation,
     labelled_images,
     load_split,
@@ -154,3 +155,24 @@ def test_a_panorama_is_scaled_to_the_widest_training_aspect(tmp_path: Path) -> N
     assert ImageCache(30, budget=0, max_aspect=MAX_TRAIN_ASPECT).get(path).shape == (9, 90, 3)
     # Without a limit (validation), the whole width.
     assert ImageCache(30).get(path).shape == (30, 300, 3)
+
+
+def test_photos_are_decoded_on_threads_and_small_files_on_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    small, photos = [], []
+    for n in range(3):
+        icon = tmp_path / f"icon{n}.jpg"
+        PILImage.new("RGB", (48, 48), (n, 100, 200)).save(icon)
+        small.append(icon)
+        photo = tmp_path / f"photo{n}.jpg"
+        noise = rng.integers(0, 255, (384, 512, 3), dtype=np.uint8)
+        PILImage.fromarray(noise).save(photo, quality=90)
+        photos.append(photo)
+    assert decode_threads(small) == 1
+    assert decode_threads(photos) == 4
+    assert decode_threads([tmp_path / "gone.jpg"]) == 1
+    # Either way every image is decoded, in order.
+    for paths in (small, photos):
+        cache = ImageCache(32)
+        cache.preload(paths)
+        assert [cache.get(p).shape[0] for p in paths] == [32] * 3 and len(cache.arrays) == 3

@@ -44,10 +44,29 @@ def run_online() -> None:
         return
     engine = make_engine(_url())
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            _foreign_keys(connection, on=False)
         _configure(connection=connection)
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            _foreign_keys(connection, on=True)
     engine.dispose()
+
+
+def _foreign_keys(connection: Connection, on: bool) -> None:
+    """SQLite rebuilds a table to drop or change a column (batch mode): with foreign keys
+    enforced, dropping the old table cascaded to every row that referenced it (dropping a
+    column of projects deleted the project's images, classes and scores). They are off
+    while migrations run (SQLite ignores the pragma inside a transaction), and every
+    reference is checked before they are on again."""
+    if on:
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+        if broken:
+            raise RuntimeError(f"migration left rows referring to missing rows: {broken[:5]}")
+    connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    connection.commit()
 
 
 if context.is_offline_mode():

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from alembic import command
+from sqlalchemy import inspect, text
 
-from core.db import Base, make_engine
-from core.migrate import check, upgrade
+from core.db import Base, make_engine, make_session_factory, transaction
+from core.migrate import alembic_config, check, upgrade
+from tests.scored import scored_project
 from tests.services import PostgresServer
 
 
@@ -44,5 +46,34 @@ def test_tables_have_named_constraints(tmp_path: Path, name: str) -> None:
     try:
         fks = inspect(engine).get_foreign_keys(name)
         assert fks and all(fk["name"] and fk["name"].startswith(f"fk_{name}_") for fk in fks)
+    finally:
+        engine.dispose()
+
+
+def test_downgrading_and_upgrading_keeps_every_row(tmp_path: Path) -> None:
+    """SQLite rebuilds a table to drop a column; with foreign keys enforced, dropping the old
+    table used to cascade to every row that referred to it (migrations/env.py)."""
+    url = f"sqlite:///{tmp_path / 'rows.sqlite'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with transaction(make_session_factory(engine)) as s:
+        scored_project(s, ["grizzly", "black"], 20, loss=float, editors=["ed"])
+
+    def rows() -> dict[str, int]:
+        with engine.connect() as conn:
+            names = inspect(conn).get_table_names()
+            return {
+                t: conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one()
+                for t in names
+                if t != "alembic_version"
+            }
+
+    before = rows()
+    assert before["images"] == before["image_scores"] == 20 and before["users"] == 2
+    engine.dispose()
+    command.downgrade(alembic_config(url), "0003")
+    upgrade(url)
+    try:
+        assert rows() == before
     finally:
         engine.dispose()

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_session_factory, refresh_statistics, transaction
 from core.images import ImageFilter, list_images, store_review_rank
-from core.migrate import upgrade
+from core.migrate import alembic_config, upgrade
 from core.tables import Image, ImageScore, ImageState, ModelVersion, Project
 from tests.scored import scored_project
 from tests.services import PostgresServer
@@ -192,3 +193,20 @@ def test_postgres_finds_a_page_without_sorting_the_scores(
                 assert any("ix_images_review" in line for line in plan), plan
     finally:
         engine.dispose()
+
+
+def test_upgrading_fills_the_stored_order_of_projects_already_ranked(engine: Engine) -> None:
+    factory = make_session_factory(engine)
+    pid = _seed(factory)
+    url = engine.url.render_as_string(hide_password=False)
+    engine.dispose()
+    command.downgrade(alembic_config(url), "0008")
+    upgrade(url)
+    with transaction(factory) as s:
+        project = s.get(Project, pid)
+        assert project is not None and project.review_method == "in_sample"
+        assert project.review_model_id is not None
+        seen = _statements(engine)
+        expected = _expected(s, pid, project.review_model_id, ImageFilter())
+        assert _pages(s, pid) == expected
+        assert any(BY_RANK in q for q in seen)

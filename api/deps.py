@@ -14,11 +14,12 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from core.columns import aware, utcnow
 from core.config import Settings
 from core.db import transaction
 from core.security import SESSION_COOKIE, SESSION_MAX_AGE, SessionSigner, token_digest
 from core.store import ImageStore
-from core.tables import ApiToken, ModelVersion, Project, ProjectMember, Role, User, aware, utcnow
+from core.tables import ApiToken, ModelVersion, Project, ProjectMember, Role, User
 from core.throttle import LoginThrottle
 from core.users import authenticate
 
@@ -260,13 +261,6 @@ def _access(session: Session, project_id: int, user: User) -> Access:
 
 
 ProjectAccess = Annotated[Access, Depends(project_access)]
-
-
-def access_in_route(request: Request, session: Session, project_id: int) -> Access:
-    """The same check as ProjectAccess, called by the hottest routes (a decision, the
-    review listing) in their own hop to the thread pool: as a dependency it costs a hop of
-    its own, and under load each hop waits for the interpreter lock (api/in_route.py)."""
-    return project_access(project_id, request, session)
 
 
 def editor(access: Access) -> Access:

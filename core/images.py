@@ -21,10 +21,9 @@ from core.tables import (
     ImageState,
     LabelEvent,
     ModelVersion,
-    OpinionState,
     Project,
-    SecondOpinion,
 )
+from core.team_tables import OpinionState, SecondOpinion
 
 Sort = Literal["id", "-id", "loss", "-loss"]
 

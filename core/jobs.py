@@ -8,9 +8,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core import queue
+from core.columns import utcnow
 from core.kinds import KINDS
 from core.store import ImageStore
-from core.tables import ImageClass, Job, JobStatus, ModelVersion, utcnow
+from core.tables import ImageClass, Job, JobStatus, ModelVersion
 from core.weights import WeightsError, check_weights
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.tables import EventSource, Image, ImageState, LabelAction, LabelEvent, utcnow
+from core.columns import utcnow
+from core.tables import EventSource, Image, ImageState, LabelAction, LabelEvent
 
 # What a person can ask for; undo has its own call, reject and accept are the verifier's.
 ACTIONS = (LabelAction.relabel, LabelAction.delete, LabelAction.restore, LabelAction.keep)

@@ -17,9 +17,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, create_engine, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.columns import aware
 from core.db import transaction
 from core.queue import QUEUES
-from core.tables import Image, Job, JobStatus, aware
+from core.tables import Image, Job, JobStatus
 
 
 def queue_depths(broker_url: str) -> dict[str, int] | None:

@@ -18,18 +18,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from core.columns import utcnow
 from core.images import HUMAN_SOURCES, latest_scored_model
-from core.tables import (
-    Image,
-    ImageScore,
-    ImageState,
-    LabelAction,
-    LabelEvent,
-    OpinionState,
-    ReviewLease,
-    SecondOpinion,
-    utcnow,
-)
+from core.tables import Image, ImageScore, ImageState, LabelAction, LabelEvent
+from core.team_tables import OpinionState, ReviewLease, SecondOpinion
 
 # Label events that are a person's decision about an image (not the verifier's, not undo).
 PEOPLE = HUMAN_SOURCES

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
-    Enum,
     Float,
     ForeignKey,
     Index,
@@ -20,42 +18,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator
 
+from core.columns import UTCDateTime, enum_column, utcnow
 from core.db import Base
 from core.kinds import JobKindName
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(moment: datetime) -> datetime:
-    """A stored time as UTC: SQLite hands back naive datetimes; every stored time is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC time on every database: SQLite keeps no offset and hands back
-    naive datetimes, which the API would then send without one (not RFC 3339)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else aware(value)
-
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    # Stored as plain strings (no CHECK constraint, no native type): portable across SQLite
-    # and Postgres, and no ALTER TYPE dance or migration when a value is added.
-    return Enum(cls, name=name, native_enum=False, length=32, values_callable=_values)
-
-
-def _values(cls: type[enum.Enum]) -> list[str]:
-    return [member.value for member in cls]
 
 
 class Role(enum.StrEnum):
@@ -169,7 +136,7 @@ class ProjectMember(Base):
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
-    role: Mapped[Role] = mapped_column(_enum(Role, "role"), default=Role.editor)
+    role: Mapped[Role] = mapped_column(enum_column(Role, "role"), default=Role.editor)
 
     user: Mapped[User] = relationship()
 
@@ -219,7 +186,7 @@ class Image(Base):
     )
     sha256: Mapped[str] = mapped_column(String(64))
     state: Mapped[ImageState] = mapped_column(
-        _enum(ImageState, "image_state"), default=ImageState.pending, index=True
+        enum_column(ImageState, "image_state"), default=ImageState.pending, index=True
     )
     reject_reason: Mapped[str | None] = mapped_column(String(200))
     label_id: Mapped[int | None] = mapped_column(
@@ -245,7 +212,7 @@ class Image(Base):
 
     # Provenance
     source: Mapped[ImageSource] = mapped_column(
-        _enum(ImageSource, "image_source"), default=ImageSource.upload
+        enum_column(ImageSource, "image_source"), default=ImageSource.upload
     )
     engine: Mapped[str | None] = mapped_column(String(32))
     query: Mapped[str | None] = mapped_column(String(300))
@@ -283,13 +250,13 @@ class LabelEvent(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    action: Mapped[LabelAction] = mapped_column(_enum(LabelAction, "label_action"))
+    action: Mapped[LabelAction] = mapped_column(enum_column(LabelAction, "label_action"))
     old_label_id: Mapped[int | None] = mapped_column(ForeignKey("classes.id", ondelete="SET NULL"))
     new_label_id: Mapped[int | None] = mapped_column(ForeignKey("classes.id", ondelete="SET NULL"))
     old_state: Mapped[str] = mapped_column(String(16))
     new_state: Mapped[str] = mapped_column(String(16))
     source: Mapped[EventSource] = mapped_column(
-        _enum(EventSource, "event_source"), default=EventSource.api
+        enum_column(EventSource, "event_source"), default=EventSource.api
     )
     reverts_id: Mapped[int | None] = mapped_column(
         ForeignKey("label_events.id", ondelete="SET NULL")
@@ -305,9 +272,9 @@ class Job(Base):
     project_id: Mapped[int] = mapped_column(
         ForeignKey("projects.id", ondelete="CASCADE"), index=True
     )
-    kind: Mapped[JobKindName] = mapped_column(_enum(JobKindName, "job_kind"))
+    kind: Mapped[JobKindName] = mapped_column(enum_column(JobKindName, "job_kind"))
     status: Mapped[JobStatus] = mapped_column(
-        _enum(JobStatus, "job_status"), default=JobStatus.queued, index=True
+        enum_column(JobStatus, "job_status"), default=JobStatus.queued, index=True
     )
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     done: Mapped[int] = mapped_column(Integer, default=0)
@@ -403,66 +370,3 @@ class ImageScore(Base):
     margin: Mapped[float | None] = mapped_column(Float)
     issue: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-class ReviewLease(Base):
-    """An image handed to one reviewer of the shared queue: nobody else gets it until the
-    lease ends (released, or `expires_at` passed without activity)."""
-
-    __tablename__ = "review_leases"
-
-    # One lease per image at a time: the unique key is what stops two reviewers taking it.
-    image_id: Mapped[int] = mapped_column(
-        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
-    )
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    # The second-opinion request it was handed for, or None for a first review.
-    opinion_id: Mapped[int | None] = mapped_column(
-        ForeignKey("second_opinions.id", ondelete="CASCADE")
-    )
-    leased_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-    __table_args__ = (Index("ix_review_leases_holder", "project_id", "user_id"),)
-
-
-class OpinionState(enum.StrEnum):
-    open = "open"
-    agreed = "agreed"
-    disagreed = "disagreed"
-
-
-class SecondOpinion(Base):
-    """A decision checked blind by a second person: they see the image, not the decision."""
-
-    __tablename__ = "second_opinions"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), index=True
-    )
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
-    # The decision under check, and what it said: a class name's id, or None for "delete".
-    event_id: Mapped[int] = mapped_column(ForeignKey("label_events.id", ondelete="CASCADE"))
-    first_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    first_label_id: Mapped[int | None] = mapped_column(
-        ForeignKey("classes.id", ondelete="SET NULL")
-    )
-    first_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
-    state: Mapped[OpinionState] = mapped_column(
-        _enum(OpinionState, "opinion_state"), default=OpinionState.open
-    )
-    second_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    second_label_id: Mapped[int | None] = mapped_column(
-        ForeignKey("classes.id", ondelete="SET NULL")
-    )
-    second_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
-    requested_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-    __table_args__ = (
-        # One open check per decision.
-        UniqueConstraint("event_id", name="uq_second_opinions_event"),
-    )

@@ -10,21 +10,12 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.columns import utcnow
 from core.images import unresolved_disagreements
 from core.review import DECISIONS, PEOPLE, decided
 from core.review_schemas import ClassProgress, PersonProgress, ProgressOut, TallyOut
-from core.tables import (
-    Image,
-    ImageClass,
-    ImageState,
-    LabelAction,
-    LabelEvent,
-    OpinionState,
-    ReviewLease,
-    SecondOpinion,
-    User,
-    utcnow,
-)
+from core.tables import Image, ImageClass, ImageState, LabelAction, LabelEvent, User
+from core.team_tables import OpinionState, ReviewLease, SecondOpinion
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from core import tables  # noqa: F401  (registers the tables on the metadata)
+from core import tables, team_tables  # noqa: F401  (registers the tables on the metadata)
 from core.config import get_settings
 from core.db import Base, make_engine
 

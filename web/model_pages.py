@@ -1,13 +1,15 @@
 """The pages of one model version: its metrics and interpretation, its live curves while it
-trains, and its comparison with another version."""
+trains, its comparison with another version, and trying it on images."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.deps import MAX_ID, DbSession, PageAccess, RowId, load_version
 from core.compare import NotComparable
@@ -26,11 +28,6 @@ def model_page(
     """One model: metrics per epoch, advice, confusion matrix, top losses with heatmaps;
     a menu of the project's other finished versions to compare it with."""
     detail = ModelDetail.full(load_version(session, project_id, model_id))
-    others = session.scalars(
-        select(ModelVersion)
-        .where(ModelVersion.project_id == project_id, ModelVersion.id != model_id)
-        .order_by(ModelVersion.id.desc())
-    ).all()
     return render(
         request,
         "model.html",
@@ -38,7 +35,7 @@ def model_page(
         access=access,
         project=access.project,
         model=detail,
-        others=[v for v in others if v.files],
+        others=[v for v in _others(session, project_id, model_id) if v.files],
     )
 
 
@@ -98,3 +95,30 @@ def curves_panel(
         model=detail,
         finished_now=bool(request.headers.get("hx-request")) and detail.status != "training",
     )
+
+
+@router.get("/projects/{project_id}/models/{model_id}/try", response_class=HTMLResponse)
+def predict_page(
+    project_id: RowId, model_id: RowId, request: Request, session: DbSession, access: PageAccess
+) -> Response:
+    """The lesson's last step: drop images, see what the model says; beside another
+    version of the same project for comparison. Calls the REST predict endpoint."""
+    version = load_version(session, project_id, model_id)
+    return render(
+        request,
+        "predict.html",
+        access.user,
+        access=access,
+        project=access.project,
+        model=version,
+        others=[v for v in _others(session, project_id, model_id) if v.files.get("onnx")],
+    )
+
+
+def _others(session: Session, project_id: int, model_id: int) -> Sequence[ModelVersion]:
+    """The project's other versions, newest first."""
+    return session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.project_id == project_id, ModelVersion.id != model_id)
+        .order_by(ModelVersion.id.desc())
+    ).all()

@@ -21,7 +21,6 @@ from api.deps import (
     PageAccess,
     RowId,
     SettingsDep,
-    load_version,
     optional_user,
     password_login,
     start_session,
@@ -340,26 +339,3 @@ def users_page(request: Request, session: DbSession, user: PageUser) -> Response
         raise HTTPException(status.HTTP_403_FORBIDDEN, "admin only")
     accounts = session.scalars(select(User).order_by(User.id)).all()
     return render(request, "users.html", user, accounts=accounts)
-
-
-@router.get("/projects/{project_id}/models/{model_id}/try", response_class=HTMLResponse)
-def predict_page(
-    project_id: RowId, model_id: RowId, request: Request, session: DbSession, access: PageAccess
-) -> Response:
-    """The lesson's last step: drop images, see what the model says; beside another
-    version of the same project for comparison. Calls the REST predict endpoint."""
-    version = load_version(session, project_id, model_id)
-    others = session.scalars(
-        select(ModelVersion)
-        .where(ModelVersion.project_id == project_id, ModelVersion.id != model_id)
-        .order_by(ModelVersion.id.desc())
-    ).all()
-    return render(
-        request,
-        "predict.html",
-        access.user,
-        access=access,
-        project=access.project,
-        model=version,
-        others=[v for v in others if v.files.get("onnx")],
-    )

@@ -25,10 +25,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.columns import utcnow
 from core.config import Settings
 from core.db import transaction
 from core.queue import enqueue
-from core.tables import Job, JobStatus, utcnow
+from core.tables import Job, JobStatus
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,12 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.columns import aware, utcnow
 from core.config import Settings, get_settings
 from core.db import make_engine, make_session_factory, transaction
 from core.redact import redact, redact_json
 from core.store import ImageStore, image_store
-from core.tables import Job, JobStatus, aware, utcnow
+from core.tables import Job, JobStatus
 
 log = logging.getLogger(__name__)
 

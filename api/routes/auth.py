@@ -20,6 +20,7 @@ from api.deps import (
     start_session,
 )
 from core import users
+from core.columns import utcnow
 from core.schemas import (
     LoginIn,
     TokenCreated,
@@ -35,7 +36,7 @@ from core.security import (
     new_api_token,
     token_digest,
 )
-from core.tables import ApiToken, User, utcnow
+from core.tables import ApiToken, User
 
 router = APIRouter(tags=["auth"])
 

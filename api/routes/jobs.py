@@ -21,12 +21,13 @@ from api.deps import (
 )
 from api.uploads import save_upload
 from core import jobs
+from core.columns import utcnow
 from core.config import Settings
 from core.ingest import Provenance, add_image, class_by_name, class_from_filename, parse_url_list
 from core.kinds import JobKindName, JobRequest
 from core.params import ImportUrlsParams, ImportZipParams, UrlItem, VerifyParams
 from core.schemas import JobOut
-from core.tables import Job, JobStatus, utcnow
+from core.tables import Job, JobStatus
 
 router = APIRouter(tags=["jobs"])
 

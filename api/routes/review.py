@@ -21,7 +21,8 @@ from core.review_schemas import (
     OpinionsIn,
     ProgressOut,
 )
-from core.tables import Image, OpinionState, SecondOpinion
+from core.tables import Image
+from core.team_tables import OpinionState, SecondOpinion
 
 router = APIRouter(tags=["review"])
 

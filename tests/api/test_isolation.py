@@ -42,10 +42,9 @@ from core.tables import (
     LabelEvent,
     ModelVersion,
     ProjectMember,
-    ReviewLease,
     Role,
-    SecondOpinion,
 )
+from core.team_tables import ReviewLease, SecondOpinion
 from core.users import create_user
 from core.weights import weights_key
 from tests.conftest import migrated

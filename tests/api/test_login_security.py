@@ -14,8 +14,9 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
+from core.columns import utcnow
 from core.db import transaction
-from core.tables import ApiToken, utcnow
+from core.tables import ApiToken
 from core.users import create_user
 from tests.conftest import migrated
 

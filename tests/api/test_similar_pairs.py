@@ -9,10 +9,11 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from core.columns import utcnow
 from core.db import transaction
 from core.projects import create_project
 from core.schemas import ClassIn, ProjectIn
-from core.tables import Image, ImageState, Job, JobStatus, utcnow
+from core.tables import Image, ImageState, Job, JobStatus
 from core.users import create_user
 from tests.conftest import migrated
 

@@ -20,11 +20,8 @@ from core.db import make_engine, make_session_factory, transaction
 from core.migrate import upgrade
 from core.projects import create_project
 from core.schemas import ClassIn, ProjectIn
-from core.tables import (
-    Image,
-    ImageState,
-    ReviewLease,
-)
+from core.tables import Image, ImageState
+from core.team_tables import ReviewLease
 from core.users import create_user
 from tests.scored import scored_project
 from tests.services import PostgresServer, ServeProcess, winnow_env
@@ -241,7 +238,7 @@ def test_leases_are_rows_one_per_image(tmp_path: Path) -> None:
         s.add(image)
         s.flush()
         ids = (project.id, image.id, a.id, b.id)
-    from core.tables import utcnow
+    from core.columns import utcnow
 
     with pytest.raises(IntegrityError), transaction(factory) as s:
         for user_id in ids[2:]:

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.compare import EventNow, ImageNow, NotComparable, compare, verdict
+from core.compare import EventNow, ImageNow, NotComparable, compare
+from core.compare_verdict import verdict
 from core.tables import EventSource, ImageState, ModelVersion
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

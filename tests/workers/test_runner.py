@@ -14,10 +14,11 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
+from core.columns import utcnow
 from core.config import Settings
 from core.db import transaction
 from core.redact import redact
-from core.tables import Job, JobStatus, utcnow
+from core.tables import Job, JobStatus
 from core.users import create_user
 from tests.conftest import migrated
 from tests.services import RedisServer, free_port

@@ -95,14 +95,16 @@ def store_review_rank(session: Session, project_id: int) -> None:
         session.flush()
 
 
-def _by_review_rank(session: Session, project_id: int, flt: ImageFilter) -> bool:
-    """Whether images.review_rank holds the ranking this listing shows."""
+def stored_order_holds(
+    session: Session, project_id: int, model_id: int | None, method: str | None
+) -> bool:
+    """Whether images.review_rank holds this ranking (a model version's scores by one method)."""
     project = session.get(Project, project_id)  # the request's access check loaded it
     return (
         project is not None
-        and flt.model_version_id is not None
-        and project.review_model_id == flt.model_version_id
-        and project.review_method == (flt.method or "in_sample")
+        and model_id is not None
+        and project.review_model_id == model_id
+        and project.review_method == (method or "in_sample")
     )
 
 
@@ -186,7 +188,8 @@ def list_images(
     # Sort narrow rows (id and loss) to find the page, then read the page's full rows: sorting
     # 10,000 whole image rows for 100 of them was most of a review page's time.
     ids = select(Image.id)
-    if sort == "-loss" and _by_review_rank(session, project_id, flt):
+    stored = stored_order_holds(session, project_id, flt.model_version_id, flt.method)
+    if sort == "-loss" and stored:
         # The same order, stored: the images without a score last, by id.
         order["-loss"] = (Image.review_rank.asc().nulls_last(), Image.id.asc())
     else:

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.columns import utcnow
-from core.images import HUMAN_SOURCES, latest_scored_model
+from core.images import HUMAN_SOURCES, latest_scored_model, stored_order_holds
 from core.tables import Image, ImageScore, ImageState, LabelAction, LabelEvent
 from core.team_tables import OpinionState, ReviewLease, SecondOpinion
 
@@ -83,14 +83,6 @@ def _first_review_candidates(
     model_id, method = scored if scored else (-1, "in_sample")
     stmt = (
         select(Image.id)
-        .outerjoin(
-            ImageScore,
-            and_(
-                ImageScore.image_id == Image.id,
-                ImageScore.model_version_id == model_id,
-                ImageScore.method == method,
-            ),
-        )
         .outerjoin(ReviewLease, ReviewLease.image_id == Image.id)
         .where(
             Image.project_id == project_id,
@@ -98,10 +90,22 @@ def _first_review_candidates(
             ReviewLease.image_id.is_(None),
             ~decided().exists(),
         )
-        # The review queue's order: the most likely wrong labels first, unscored last.
-        .order_by(ImageScore.loss.is_(None), ImageScore.loss.desc(), Image.id)
         .limit(limit)
     )
+    # The review queue's order: the most likely wrong labels first, unscored last; read from
+    # the stored order (one index range) when it holds this ranking, as it does after a rank
+    # job, else sorted from the scores.
+    if stored_order_holds(session, project_id, model_id, method):
+        stmt = stmt.order_by(Image.review_rank.asc().nulls_last(), Image.id)
+    else:
+        stmt = stmt.outerjoin(
+            ImageScore,
+            and_(
+                ImageScore.image_id == Image.id,
+                ImageScore.model_version_id == model_id,
+                ImageScore.method == method,
+            ),
+        ).order_by(ImageScore.loss.is_(None), ImageScore.loss.desc(), Image.id)
     if label_id is not None:
         stmt = stmt.where(Image.label_id == label_id)
     if skip:

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import make_engine, make_session_factory, refresh_statistics, transaction
 from core.images import ImageFilter, list_images, store_review_rank
 from core.migrate import alembic_config, upgrade
-from core.tables import Image, ImageScore, ImageState, ModelVersion, Project
+from core.review import next_batch
+from core.tables import Image, ImageScore, ImageState, ModelVersion, Project, User
 from tests.scored import scored_project
 from tests.services import PostgresServer
 
@@ -210,3 +211,29 @@ def test_upgrading_fills_the_stored_order_of_projects_already_ranked(engine: Eng
         expected = _expected(s, pid, project.review_model_id, ImageFilter())
         assert _pages(s, pid) == expected
         assert any(BY_RANK in q for q in seen)
+
+
+def test_the_team_queue_hands_out_batches_in_the_same_order(engine: Engine) -> None:
+    """A reviewer's next batch is the top of the review order among undecided images nobody
+    holds: read from the stored order while it holds the newest ranking, sorted from the
+    scores when it does not (here: the stored order of another method)."""
+    factory = make_session_factory(engine)
+    pid = _seed(factory)
+    for stored in (True, False):
+        with transaction(factory) as s:
+            project = s.get(Project, pid)
+            assert project is not None and project.review_model_id is not None
+            if not stored:
+                project.review_method = "out_of_fold"
+            owner = s.scalars(select(User.id)).first()
+            assert owner is not None
+            expected = _expected(s, pid, project.review_model_id, ImageFilter(state=ImageState.ok))
+            seen = _statements(engine)
+            # One batch of the whole queue, then one of the top ten of a class.
+            assert next_batch(s, pid, owner, IMAGES + 100, ttl=600).image_ids == expected
+            label = project.classes[1].id
+            top = [i for i in expected if s.get(Image, i).label_id == label][:10]  # type: ignore[union-attr]
+            assert next_batch(s, pid, owner, 10, ttl=600, label_id=label).image_ids == top
+            queue = [q for q in seen if q.startswith("SELECT images.id") and "LIMIT" in q]
+            assert queue and all((BY_RANK in q) == stored for q in queue), stored
+            s.rollback()

@@ -99,6 +99,11 @@ class TrainParams(JobParams):
     valid_pct: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 42
     augment: bool = True
+    flip: bool = Field(
+        default=True,
+        description="Mirror training images left-right at random (part of augment). Turn it "
+        "off for classes whose orientation matters: digits, letters, signs.",
+    )
     weights_file: str | None = Field(
         default=None,
         pattern=WEIGHTS_NAME,

@@ -13,6 +13,8 @@ look-alike classes are swapped systematically, and then finds those swapped imag
 plausible. Each later round's fold models train without the images the round before flagged
 (per-class thresholds, cleanlab's find_label_issues), and the ranking is the mean of the
 later rounds' probabilities (two models a held-out image, each trained on cleaner labels).
+Each round draws its own folds, initial weights and batch order (seed + round - 1): rounds
+that shared them trained near-copies of one model, whose mean gained little over either.
 An image's own label still never reaches a model that scores it, except through which
 other images an earlier round flagged, a second-order effect. bench/label_errors.py
 measured it (README).
@@ -55,27 +57,25 @@ def cross_validated_probs(
     """Class probabilities of every sample from fold models that did not train on it: the
     first round's with ``rounds=1``, otherwise the mean of the pruned rounds' (2..rounds),
     each trained without the images the round before it flagged."""
-    fold = np.array([fold_of(recipe.seed, s.split_key, folds) for s in samples])
     labels = np.array([s.label for s in samples])
     keep = np.ones(len(samples), dtype=bool)
-    if not _every_fold_learns(fold, labels, keep, folds):
+    run = _Round(ctx, recipe, classes, samples, folds, device, training_caches(recipe.image_size))
+    if not _every_fold_learns(run.folds_of(1), labels, keep, folds):
         raise ValueError("too few images for out-of-fold ranking: a fold lacks classes")
-    caches = training_caches(recipe.image_size)
     paths = [s.path for s in samples]
-    for cache in caches:
+    for cache in run.caches:
         cache.preload(paths, lambda d, t: ctx.report(d, t, "decoding images"))
-    run = _Round(ctx, recipe, classes, samples, fold, folds, device, caches)
-    probs = run(keep, "round 1, " if rounds > 1 else "")
+    probs = run(1, keep, "round 1, " if rounds > 1 else "")
     if rounds == 1:
         return OutOfFold(probs, None)
     pruned: list[np.ndarray] = []
     left_out = 0
     for number in range(2, rounds + 1):
         flagged = issues(probs, labels)
-        if not _every_fold_learns(fold, labels, ~flagged, folds):
+        if not _every_fold_learns(run.folds_of(number), labels, ~flagged, folds):
             # Pruning would leave a fold without two classes to learn: stop here.
             break
-        probs = run(~flagged, f"round {number}, ")
+        probs = run(number, ~flagged, f"round {number}, ")
         pruned.append(probs)
         left_out = int(flagged.sum())
     if not pruned:
@@ -89,32 +89,42 @@ def _every_fold_learns(fold: np.ndarray, labels: np.ndarray, keep: np.ndarray, f
 
 @dataclass
 class _Round:
-    """One round of k fold models; ``keep`` says which images may be trained on."""
+    """One round of k fold models. Round r draws its own folds, initial weights and batch
+    order from the recipe's seed + r - 1: round 1 is what one round always was, and later
+    rounds' models are not copies of each other's mistakes, so their mean gains."""
 
     ctx: JobContext
     recipe: TrainParams
     classes: list[str]
     samples: list[Sample]
-    fold: np.ndarray
     folds: int
     device: torch.device
     caches: tuple[ImageCache, ImageCache]
 
-    def __call__(self, keep: np.ndarray, prefix: str) -> np.ndarray:
-        lr = self.recipe.lr or DEFAULT_LR
+    def seed(self, number: int) -> int:
+        return self.recipe.seed + number - 1
+
+    def folds_of(self, number: int) -> np.ndarray:
+        return np.array([fold_of(self.seed(number), s.split_key, self.folds) for s in self.samples])
+
+    def __call__(self, number: int, keep: np.ndarray, prefix: str) -> np.ndarray:
+        """Round ``number``'s out-of-fold probabilities; ``keep``: the images it may train on."""
+        recipe = self.recipe.model_copy(update={"seed": self.seed(number)})
+        lr = recipe.lr or DEFAULT_LR
+        fold = self.folds_of(number)
         probs = np.zeros((len(self.samples), len(self.classes)))
         for k in range(self.folds):
-            held = np.flatnonzero(self.fold == k)
+            held = np.flatnonzero(fold == k)
             if len(held) == 0:
                 continue
             split = DataSplit(
                 self.classes,
                 [],
-                [s for i, s in enumerate(self.samples) if self.fold[i] != k and keep[i]],
+                [s for i, s in enumerate(self.samples) if fold[i] != k and keep[i]],
                 [self.samples[i] for i in held],
             )
             name = f"{prefix}fold {k + 1}/{self.folds}"
-            probs[held] = _fold(self.ctx, self.recipe, split, lr, self.device, self.caches, name)
+            probs[held] = _fold(self.ctx, recipe, split, lr, self.device, self.caches, name)
         return probs
 
 
@@ -144,6 +154,7 @@ def _fold(
         recipe.seed,
         augment=recipe.augment,
         caches=caches,
+        flip=recipe.flip,
     )
     features_needed = recipe.freeze_epochs > 0
     total = (

@@ -95,6 +95,7 @@ def data_loaders(
         device,
         params.seed,
         augment=params.augment if isinstance(params, TrainParams) else False,
+        flip=params.flip if isinstance(params, TrainParams) else False,
         on_decode=lambda done, _: ctx.report(done, total, "decoding images"),
     )
     return loaders

@@ -210,8 +210,8 @@ class BatchAugment:
     each image's own size, Lighting, ImageNet normalisation. Returns a plain float32
     (N, C, size, size) tensor for the model."""
 
-    def __init__(self, size: int) -> None:
-        self.warp = Warp(size)
+    def __init__(self, size: int, flip: bool = True) -> None:
+        self.warp = Warp(size, p_flip=0.5 if flip else 0.0)
         self.lighting = Lighting()
 
     def __call__(self, batch: SourceBatch, device: torch.device) -> torch.Tensor:

@@ -81,9 +81,11 @@ def loader_workers(device: torch.device) -> int:
 class AugmentedBatches:
     """Batches of whole training images, augmented on the device (one batch at a time)."""
 
-    def __init__(self, loader: Batches, image_size: int, device: torch.device) -> None:
+    def __init__(
+        self, loader: Batches, image_size: int, device: torch.device, flip: bool = True
+    ) -> None:
         self.loader, self.device = loader, device
-        self.augment = BatchAugment(image_size)
+        self.augment = BatchAugment(image_size, flip)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for sources, labels in self.loader:
@@ -125,6 +127,7 @@ def make_loaders(
     augment: bool = True,
     on_decode: Callable[[int, int], None] | None = None,
     caches: tuple[ImageCache, ImageCache] | None = None,
+    flip: bool = True,
 ) -> Loaders:
     """Decode every image once into memory, then build the three loaders over the cache.
 
@@ -141,7 +144,7 @@ def make_loaders(
     train_batches: Batches
     if augment:
         sources = make_loader(train, batch_size, device, True, seed, collate=collate_sources)
-        train_batches = AugmentedBatches(sources, image_size, device)
+        train_batches = AugmentedBatches(sources, image_size, device, flip)
     else:
         train_batches = make_loader(train, batch_size, device, shuffle=True, seed=seed)
     return Loaders(

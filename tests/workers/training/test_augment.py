@@ -99,6 +99,24 @@ def test_a_batch_of_different_sizes_is_each_image_warped_alone() -> None:
         assert np.abs(np.asarray(alone).astype(int) - got).max() <= 1
 
 
+@pytest.mark.parametrize("flip", [True, False])
+def test_flip_off_never_mirrors(flip: bool) -> None:
+    """TrainParams.flip=False (digits, letters, signs): the batch pipeline keeps every image
+    the right way round; on, about half come out mirrored."""
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:, :16] = 255  # left half white
+    batch = SourceBatch(
+        chw(image).expand(64, -1, -1, -1).contiguous(), torch.tensor([[32, 32]] * 64)
+    )
+    augment = BatchAugment(32, flip=flip)
+    augment.warp = Warp(32, p_flip=augment.warp.p_flip, **NOTHING)
+    augment.lighting = Lighting(p=0.0)
+    torch.manual_seed(0)
+    out = augment(batch, torch.device("cpu"))
+    mirrored = int((out[:, 0, :, :8].mean((1, 2)) < out[:, 0, :, -8:].mean((1, 2))).sum())
+    assert (mirrored > 16) if flip else (mirrored == 0)
+
+
 def test_each_image_of_a_batch_draws_its_own_parameters() -> None:
     image = chw(noise(48, 48))
     batch = SourceBatch(image.expand(8, -1, -1, -1).contiguous(), torch.tensor([[48, 48]] * 8))

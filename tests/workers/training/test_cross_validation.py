@@ -31,17 +31,19 @@ def _samples(tmp_path: Path, count: int) -> list[Sample]:
     return samples
 
 
-def _fake_folds(
-    monkeypatch: pytest.MonkeyPatch, wrong: int
-) -> list[tuple[str, set[int], set[int]]]:
+Seen = list[tuple[str, set[int], set[int], int]]
+
+
+def _fake_folds(monkeypatch: pytest.MonkeyPatch, wrong: int) -> Seen:
     """Every fold model says each image is its label's class (0.9; 0.7 in round 3), except
     image ``wrong``, which looks like the other class; records (round and fold, trained ids,
-    held-out ids)."""
-    seen: list[tuple[str, set[int], set[int]]] = []
+    held-out ids, the recipe's seed)."""
+    seen: Seen = []
 
-    def fold(_ctx: Any, _recipe: Any, split: DataSplit, *_args: Any) -> np.ndarray:
+    def fold(_ctx: Any, recipe: TrainParams, split: DataSplit, *_args: Any) -> np.ndarray:
         name = _args[-1]
-        seen.append((name, {s.image_id for s in split.train}, {s.image_id for s in split.valid}))
+        trained, held = {s.image_id for s in split.train}, {s.image_id for s in split.valid}
+        seen.append((name, trained, held, recipe.seed))
         sure = 0.7 if name.startswith("round 3") else 0.9
         probs = np.full((len(split.valid), 2), 1 - sure)
         for row, s in enumerate(split.valid):
@@ -68,16 +70,24 @@ def test_later_rounds_train_without_the_flagged_images_score_all_and_are_average
     second = [s for s in seen if s[0].startswith(("round 2, ", "round 3, "))]
     assert len(first) == 4 and len(second) == 8 and len(seen) == 12
     everyone = {s.image_id for s in samples}
-    for name, trained, held in seen:
+    for name, trained, held, _ in seen:
         # No fold model trains on an image it scores.
         assert not trained & held, name
     # Round 1 trains on all the other folds; round 2 on all of them but the flagged image.
-    assert all(trained | held == everyone for _, trained, held in first)
-    for _, trained, held in second:
+    assert all(trained | held == everyone for _, trained, held, _ in first)
+    for _, trained, held, _ in second:
         assert trained | held == (everyone if wrong in held else everyone - {wrong})
-    assert all(wrong not in trained for _, trained, _ in second)
-    assert any(wrong in trained for _, trained, _ in first)
-    assert set().union(*(held for _, _, held in second)) == everyone
+    assert all(wrong not in trained for _, trained, _, _ in second)
+    assert any(wrong in trained for _, trained, _, _ in first)
+    # Every round scores every image once, each with folds and a seed of its own.
+    partitions = []
+    for number in (1, 2, 3):
+        rounds = [s for s in seen if s[0].startswith(f"round {number}, ")]
+        held_out = [h for _, _, h, _ in rounds]
+        assert sorted(i for h in held_out for i in h) == sorted(everyone)
+        assert {seed for *_, seed in rounds} == {RECIPE.seed + number - 1}
+        partitions.append({frozenset(h) for h in held_out})
+    assert partitions[0] != partitions[1] != partitions[2] != partitions[0]
     # The flagged image is still scored, and stays the one that looks wrong; the ranking is
     # the mean of rounds 2 (0.9) and 3 (0.7).
     labels = np.array([s.label for s in samples])
@@ -98,7 +108,8 @@ def test_one_round_without_pruning(
         job_context("rank"), RECIPE, ["a", "b"], samples, 4, cv.torch.device("cpu"), rounds=1
     )
     assert found.pruned is None
-    assert [name for name, _, _ in seen] == [f"fold {k}/4" for k in range(1, 5)]
+    assert [name for name, *_ in seen] == [f"fold {k}/4" for k in range(1, 5)]
+    assert {seed for *_, seed in seen} == {RECIPE.seed}
 
 
 def test_pruning_that_would_empty_a_class_from_a_fold_keeps_the_first_round(

@@ -138,6 +138,11 @@ def test_augmented_and_plain_training_inputs(
         assert float(batch.min()) > -3 and float(batch.max()) < 3 and float(batch.min()) < 0
     again = [x for x, _ in loaders.train]
     assert not torch.equal(batches[0], again[0])
+    # TrainParams.flip reaches the batch augmentation (the rank job's fold models pass
+    # their recipe's too: workers/cross_validation.py).
+    assert loaders.train.augment.warp.p_flip == 0.5  # type: ignore[attr-defined]
+    unflipped = make_loaders(split, 24, 4, torch.device("cpu"), seed=0, flip=False)
+    assert unflipped.train.augment.warp.p_flip == 0.0  # type: ignore[attr-defined]
 
 
 def test_a_panorama_is_scaled_to_the_widest_training_aspect(tmp_path: Path) -> None:

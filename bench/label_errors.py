@@ -2,9 +2,9 @@
 
 scikit-learn's handwritten digits, upscaled, with labels flipped on purpose: uniform 10%,
 uniform 20%, and class-conditional 20% between look-alike digits (1-7, 3-8, 4-9, 5-6: each
-image of those classes flipped to its partner with probability 0.2). Winnow's side goes
-through its own train and rank jobs (local_job, as the product runs them; trained without
-left-right flips, as digits should be) and ranks by the
+image of those classes flipped to its partner with probability 0.2), seeds 0, 1 and 2 by
+default. Winnow's side goes through its own train and rank jobs (local_job, as the product
+runs them; trained without left-right flips, as digits should be) and ranks by the
 out-of-fold self-confidence of the k-fold fine-tunes, trained in rounds (each after the
 first without the images the round before flagged, the later rounds averaged: the rank
 job's default); with --first-round also the first round alone. Against it, in the same run:
@@ -12,7 +12,8 @@ cleanlab.filter.find_label_issues (issues first, ranked by label quality, then t
 on out-of-fold probabilities of logistic regression and of an RBF SVC on the pixels
 (cross_val_predict), and the in-sample top losses of the same CNN (fastai's lesson).
 k is the number of flipped labels. Beside Winnow's order (out-of-fold self-confidence) the same
-scores with confident learning's flags first are listed. Last line: the RESULT line.
+scores with confident learning's flags first are listed. Last line: the RESULT line, each
+figure the mean over the seeds.
 """
 
 from __future__ import annotations

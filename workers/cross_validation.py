@@ -73,7 +73,8 @@ def cross_validated_probs(
     for number in range(2, rounds + 1):
         flagged = issues(probs, labels)
         if not _every_fold_learns(run.folds_of(number), labels, ~flagged, folds):
-            # Pruning would leave a fold without two classes to learn: stop here.
+            # This round's folds, less the flagged images, would leave a fold without two
+            # classes to learn: stop here.
             break
         probs = run(number, ~flagged, f"round {number}, ")
         pruned.append(probs)

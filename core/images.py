@@ -188,8 +188,9 @@ def list_images(
     # Sort narrow rows (id and loss) to find the page, then read the page's full rows: sorting
     # 10,000 whole image rows for 100 of them was most of a review page's time.
     ids = select(Image.id)
-    stored = stored_order_holds(session, project_id, flt.model_version_id, flt.method)
-    if sort == "-loss" and stored:
+    if sort == "-loss" and stored_order_holds(
+        session, project_id, flt.model_version_id, flt.method
+    ):
         # The same order, stored: the images without a score last, by id.
         order["-loss"] = (Image.review_rank.asc().nulls_last(), Image.id.asc())
     else:

@@ -73,6 +73,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api import processes
     from core.users import ensure_admin
 
     settings = get_settings()
@@ -93,24 +94,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # process would end there, before the worker is stopped. This handler ends it with an
     # exception instead, so the worker is always stopped first.
     signal.signal(signal.SIGTERM, _stop_serving)
+    options: dict[str, Any] = {
+        "app": "api.main:create_app",
+        "factory": True,
+        "host": args.host or settings.host,
+        "port": args.port or settings.port,
+        "log_level": "info",
+        "log_config": _log_config(settings),
+    }
+    code = 0
     try:
-        uvicorn.run(
-            "api.main:create_app",
-            factory=True,
-            host=args.host or settings.host,
-            port=args.port or settings.port,
-            log_level="info",
-            log_config=_log_config(settings),
-            # Sync routes share one GIL per process: more processes use more cores. They
-            # must share WINNOW_SECRET_KEY (or the data directory's generated key).
-            workers=args.workers,
-        )
+        # Sync routes share one GIL per process: more processes use more cores. They must
+        # share WINNOW_SECRET_KEY (or the data directory's generated key).
+        if args.workers == 1:
+            code = processes.serve_one(uvicorn.Config(**options))
+        elif processes.supported():
+            uvicorn.Config(**options)  # logging, as each process has it
+            code = processes.serve_processes(args.workers, options)
+        else:
+            uvicorn.run(**options, workers=args.workers)
     except (_Stopped, KeyboardInterrupt):
         pass
     finally:
         if worker is not None:
             _stop_worker(worker)
-    return 0
+    return code
 
 
 def _log_config(settings: Settings) -> dict[str, Any]:

@@ -10,9 +10,38 @@ tests/api/test_query_count.py counts the hops.
 
 from __future__ import annotations
 
-from fastapi import Response
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.lowlevel import RunVar
+from fastapi import Request, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
+
+T = TypeVar("T")
+
+# One pool per event loop (a served process has one; a test client may make several).
+_INTERACTIVE: RunVar[CapacityLimiter] = RunVar("winnow_interactive_threads")
+
+
+async def interactive(request: Request, work: Callable[..., T], *args: object) -> T:
+    """Run a route's work in the small pool of threads kept for the requests a person waits
+    on while cleaning (``WINNOW_INTERACTIVE_THREADS``, 2 by default).
+
+    The work is Python holding the interpreter lock for all but its few database round
+    trips, so more threads add no throughput: with FastAPI's 40, sixteen people clicking at
+    once ran sixteen threads that took turns at the lock, each switch costing CPU and every
+    request finishing late. With a few, the others wait their turn in order, and a request
+    that started finishes first. Slow routes (predictions, imports, exports) stay in the
+    big pool, so they never hold these up."""
+    try:
+        limiter = _INTERACTIVE.get()
+    except LookupError:
+        limiter = CapacityLimiter(request.app.state.settings.interactive_threads)
+        _INTERACTIVE.set(limiter)
+    return await anyio.to_thread.run_sync(work, *args, limiter=limiter)
 
 
 def commit(session: Session) -> None:

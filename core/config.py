@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         description="Seconds a sent job may wait queued before its message is sent again "
         "(a broker that lost it); a job the broker refused is sent again at once.",
     )
+    interactive_threads: int = Field(
+        default=2,
+        ge=1,
+        description="Threads per API process for the routes a person waits on while cleaning "
+        "(a decision, a page of the review listing); the others use the usual 40.",
+    )
     review_lease_seconds: float = Field(
         default=300.0,
         description="Seconds of inactivity after which a reviewer's batch of the shared "

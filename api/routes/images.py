@@ -82,7 +82,7 @@ def class_id_or_422(session: Session, project_id: int, name: str | None) -> int 
 
 
 @router.get("/projects/{project_id}/images", response_model=ImagePage)
-def get_images(
+async def get_images(
     project_id: RowId,
     request: Request,
     session: DbSession,
@@ -109,25 +109,29 @@ def get_images(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> Response:
     """List images; sort=-loss with a ranked model gives the lesson's top losses."""
-    # The access check in the route's own hop to the thread pool: as a dependency it costs
-    # a hop of its own, and under load each hop waits for the interpreter lock.
-    access = project_access(project_id, request, session)
-    pid = access.project.id
-    flt = ImageFilter(
-        state=state,
-        label_id=class_id_or_422(session, pid, label) if label not in (None, "-") else None,
-        unlabelled=label == "-",
-        model_version_id=model,
-        method=method,
-        duplicates=duplicates,
-        cross_class=cross_class,
-        reject_reason=reason,
-        query=query,
-        disagreed=disagreed,
-    )
-    total, items = list_images(session, pid, flt, sort=sort, limit=limit, offset=offset)
-    in_route.commit(session)
-    return in_route.as_json(ImagePage(total=total, items=items))
+
+    def work() -> Response:
+        # The access check in the route's own hop to the thread pool: as a dependency it
+        # costs a hop of its own, and under load each hop waits for the interpreter lock.
+        access = project_access(project_id, request, session)
+        pid = access.project.id
+        flt = ImageFilter(
+            state=state,
+            label_id=class_id_or_422(session, pid, label) if label not in (None, "-") else None,
+            unlabelled=label == "-",
+            model_version_id=model,
+            method=method,
+            duplicates=duplicates,
+            cross_class=cross_class,
+            reject_reason=reason,
+            query=query,
+            disagreed=disagreed,
+        )
+        total, items = list_images(session, pid, flt, sort=sort, limit=limit, offset=offset)
+        in_route.commit(session)
+        return in_route.as_json(ImagePage(total=total, items=items))
+
+    return await in_route.interactive(request, work)
 
 
 @router.get("/projects/{project_id}/similar-pairs", response_model=PairsPage)
@@ -202,12 +206,13 @@ def _apply(
         user_id=user_id,
         source=source,
         expected_version=version,
-        restorable=store.exists(image.sha256, "normal"),
+        # Only a restore asks (a file system or S3 look-up: not on every decision).
+        restorable=action != LabelAction.restore or store.exists(image.sha256, "normal"),
     )
 
 
 @router.patch("/projects/{project_id}/images/{image_id}", response_model=ImageOut)
-def update_image(
+async def update_image(
     project_id: RowId,
     image_id: RowId,
     body: ImagePatch,
@@ -219,6 +224,20 @@ def update_image(
     ] = EventSource.api,
 ) -> Response:
     """Relabel, delete, restore or keep one image. A stale `version` answers 409."""
+    return await in_route.interactive(
+        request, _update_image, project_id, image_id, body, request, session, store, source
+    )
+
+
+def _update_image(
+    project_id: int,
+    image_id: int,
+    body: ImagePatch,
+    request: Request,
+    session: Session,
+    store: ImageStore,
+    source: EventSource,
+) -> Response:
     access = editor(project_access(project_id, request, session))  # one hop, as above
     action = body.action or ("relabel" if body.label is not None else None)
     if action is None:

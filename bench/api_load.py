@@ -6,9 +6,10 @@ all, on a project of 10,000 images with scores. Three servers, one after the oth
 
 - Winnow on Postgres + Redis (the deployment shape): `winnow serve --no-worker --workers 2`.
 - Winnow embedded: SQLite, `winnow serve --no-worker` (one process, as `serve` runs it).
-- The anchor: a minimal FastAPI + SQLAlchemy app of this file, two uvicorn processes on the
-  same Postgres, doing the same read-check-update-insert transaction per relabel (primary-key
-  read, version check, update, insert of an event row) and a page of 100 rows sorted by loss.
+- The anchor: a minimal FastAPI + SQLAlchemy app (bench/api_load_anchor.py), two processes
+  on the same Postgres, served as Winnow is (a listening socket per process), doing the
+  same read-check-update-insert transaction per relabel (primary-key read, version check,
+  update, insert of an event row) and a page of 100 rows sorted by loss.
 
 The rows are made directly with the core functions (no thumbnails: the REST mix never reads
 them). Run from the repository root: ``.venv/bin/python bench/api_load.py``. The last line is
@@ -18,6 +19,8 @@ them). Run from the repository root: ``.venv/bin/python bench/api_load.py``. The
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import random
 import subprocess
@@ -27,9 +30,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -95,6 +98,34 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+class Client:
+    """One client's keep-alive connection. The standard library's HTTP client: the load
+    generator shares the two cores with the servers, and httpx spent about 2 ms of CPU a
+    request (http.client under 1), time that neither server then had."""
+
+    def __init__(self, base: str, token: str) -> None:
+        parts = urlsplit(base)
+        self.prefix = parts.path
+        self.conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, str]:
+        headers = dict(self.headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        self.conn.request(method, self.prefix + path, body=data, headers=headers)
+        response = self.conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.conn.close()
+
+
 @dataclass
 class Target:
     base: str
@@ -116,35 +147,48 @@ def run_mix(
     limit_s: float,
     trees: dict[str, int] | None = None,
 ) -> Stats:
-    """Each client relabels its own share of distinct images with the version they were
-    seeded at (1, what a page showed) and reads review pages in between. ``trees`` names
-    process trees (by root pid) whose CPU time is measured over the run."""
+    """Each client relabels its own share of distinct images with the version the target
+    sends (what a page showed) and reads review pages in between. ``trees`` names process
+    trees (by root pid) whose CPU time is measured over the run.
+
+    First, untimed, each client reads a page and relabels an image of its own outside the
+    measured ones: a freshly started server opens its database connections and compiles
+    its statements on its first requests (130-200 ms for the first sixteen, which were
+    most of the 1% slowest), and a server that people use has done that long before."""
     stats = Stats()
     roots = trees or {}
-    # Each tree without the others (the server is a child of this, the clients' process).
-    clocks = {
-        name: CpuClock(pid, exclude=[p for p in roots.values() if p != pid]).start()
-        for name, pid in roots.items()
-    }
     clients = len(tokens)
     chosen = ids[:relabels]
+    warm_up = ids[relabels : relabels + clients]
+    started = threading.Barrier(clients + 1)
     deadline = time.monotonic() + limit_s
     done = [0, 0]  # relabels, pages
 
     def client(n: int) -> None:
         rng = random.Random(n)
-        headers = {"Authorization": f"Bearer {tokens[n]}"}
-        with httpx.Client(base_url=target.base, headers=headers, timeout=60) as http:
+        with Client(target.base, tokens[n]) as http:
+            for status, text in (
+                http.request("GET", target.page_path.format(offset=0)),
+                http.request(
+                    "PATCH", target.relabel_path.format(id=warm_up[n]), target.body(warm_up[n])
+                ),
+            ):
+                if status != 200:
+                    with stats.lock:
+                        stats.errors.append(f"warm-up {status} {text[:200]}")
+            started.wait()
             for image_id in chosen[n::clients]:
                 if time.monotonic() > deadline:
                     return
                 t = time.perf_counter()
-                r = http.patch(target.relabel_path.format(id=image_id), json=target.body(image_id))
+                status, text = http.request(
+                    "PATCH", target.relabel_path.format(id=image_id), target.body(image_id)
+                )
                 ms = (time.perf_counter() - t) * 1000
                 with stats.lock:
                     stats.relabel_ms.append(ms)
-                    if r.status_code != 200:
-                        stats.errors.append(f"relabel {r.status_code} {r.text[:200]}")
+                    if status != 200:
+                        stats.errors.append(f"relabel {status} {text[:200]}")
                     # A page after every relabels/pages relabels, counted over all clients.
                     done[0] += 1
                     take = done[1] * relabels < done[0] * pages
@@ -153,17 +197,23 @@ def run_mix(
                 if take:
                     offset = rng.randrange(0, 100) * 100
                     t = time.perf_counter()
-                    r = http.get(target.page_path.format(offset=offset))
+                    status, text = http.request("GET", target.page_path.format(offset=offset))
                     ms = (time.perf_counter() - t) * 1000
                     with stats.lock:
                         stats.page_ms.append(ms)
-                        if r.status_code != 200:
-                            stats.errors.append(f"page {r.status_code} {r.text[:200]}")
+                        if status != 200:
+                            stats.errors.append(f"page {status} {text[:200]}")
 
-    start = time.perf_counter()
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     for th in threads:
         th.start()
+    started.wait()
+    start = time.perf_counter()
+    # Each tree without the others (the server is a child of this, the clients' process).
+    clocks = {
+        name: CpuClock(pid, exclude=[p for p in roots.values() if p != pid]).start()
+        for name, pid in roots.items()
+    }
     for th in threads:
         th.join()
     stats.wall_s = time.perf_counter() - start
@@ -211,13 +261,14 @@ def winnow_env(data_dir: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def winnow_target(port: int, project_id: int) -> Target:
+def winnow_target(port: int, project_id: int, version: int = 1) -> Target:
+    """Relabels that send ``version``, the version the clients' pages showed."""
     base = f"http://127.0.0.1:{port}/api/projects/{project_id}"
     return Target(
         base=base,
         relabel_path="/images/{id}",
         page_path="/images?sort=-loss&limit=100&offset={offset}",
-        body=lambda n: {"version": 1, "label": CLASSES[(n + 1) % len(CLASSES)]},
+        body=lambda n: {"version": version, "label": CLASSES[(n + version) % len(CLASSES)]},
     )
 
 
@@ -244,93 +295,91 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2, help="API processes on Postgres")
     parser.add_argument("--limit-s", type=float, default=90.0, help="time bound per server")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="the three servers in turn, this many times; the RESULT has the medians",
+    )
     args = parser.parse_args()
     print(f"load before: {os.getloadavg()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="winnow-api-load-"))
     postgres, redis = PostgresServer(), RedisServer()
     procs: list[subprocess.Popen[bytes]] = []
+    runs: dict[str, list[Stats]] = {"pg": [], "lite": [], "anchor": []}
     try:
-        run = dict(relabels=args.relabels, pages=args.pages, limit_s=args.limit_s)
-        # Winnow on Postgres + Redis.
+        mix = dict(relabels=args.relabels, pages=args.pages, limit_s=args.limit_s)
         pg_url = postgres.create_database()
-        pid, tokens = seed_winnow(pg_url, args.images, args.clients)
-        port = free_port()
-        env = winnow_env(work / "pg", WINNOW_DATABASE_URL=pg_url, WINNOW_BROKER_URL=redis.url())
-        serve_argv = [sys.executable, "-m", "api.cli", "serve", "--no-worker", "--port"]
-        proc = serve(
-            [*serve_argv, str(port), "--workers", str(args.workers)], env, port, work / "pg.log"
-        )
-        procs.append(proc)
-        ids = list(range(1, args.images + 1))
-        random.Random(1).shuffle(ids)
-        pg = run_mix(winnow_target(port, pid), tokens, ids, **run, trees=trees(proc, postgres))
-        report("winnow postgres", pg)
-        stop(procs.pop())
-        # Winnow embedded: SQLite, one process.
+        pg_project, tokens = seed_winnow(pg_url, args.images, args.clients)
         sqlite_dir = work / "sqlite"
         sqlite_dir.mkdir()
         sqlite_url = f"sqlite:///{sqlite_dir / 'winnow.db'}"
-        pid, tokens = seed_winnow(sqlite_url, args.images, args.clients)
-        port = free_port()
-        env = winnow_env(sqlite_dir, WINNOW_DATABASE_URL=sqlite_url)
-        proc = serve([*serve_argv, str(port)], env, port, work / "sq.log")
-        procs.append(proc)
-        lite = run_mix(winnow_target(port, pid), tokens, ids, **run, trees=trees(proc, None))
-        report("winnow sqlite", lite)
-        stop(procs.pop())
-        # The anchor on the same Postgres.
+        lite_project, lite_tokens = seed_winnow(sqlite_url, args.images, args.clients)
         anchor_url = postgres.create_database()
         seed_anchor(anchor_url, args.images)
-        port = free_port()
-        anchor_argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.api_load_anchor:anchor_app",
-            "--factory",
-        ]
-        proc = serve(
-            [
-                *anchor_argv,
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-                "--log-level",
-                "warning",
-            ],
-            {**os.environ, "PYTHONPATH": str(ROOT), "ANCHOR_DB": anchor_url},
-            port,
-            work / "anchor.log",
-        )
-        procs.append(proc)
-        anchor = run_mix(
-            Target(
+        ids = list(range(1, args.images + 1))
+        random.Random(1).shuffle(ids)
+        serve_argv = [sys.executable, "-m", "api.cli", "serve", "--no-worker", "--port"]
+        for r in range(args.rounds):
+            # Round r relabels the same images again, with the version the last round left.
+            version = r + 1
+            print(f"round {r + 1} of {args.rounds}", flush=True)
+            # Winnow on Postgres + Redis.
+            port = free_port()
+            env = winnow_env(work / "pg", WINNOW_DATABASE_URL=pg_url, WINNOW_BROKER_URL=redis.url())
+            argv = [*serve_argv, str(port), "--workers", str(args.workers)]
+            procs.append(serve(argv, env, port, work / "pg.log"))
+            target = winnow_target(port, pg_project, version)
+            stats = run_mix(target, tokens, ids, **mix, trees=trees(procs[-1], postgres))
+            runs["pg"].append(stats)
+            report("winnow postgres", stats)
+            stop(procs.pop())
+            # Winnow embedded: SQLite, one process.
+            port = free_port()
+            env = winnow_env(sqlite_dir, WINNOW_DATABASE_URL=sqlite_url)
+            procs.append(serve([*serve_argv, str(port)], env, port, work / "sq.log"))
+            target = winnow_target(port, lite_project, version)
+            stats = run_mix(target, lite_tokens, ids, **mix, trees=trees(procs[-1], None))
+            runs["lite"].append(stats)
+            report("winnow sqlite", stats)
+            stop(procs.pop())
+            # The anchor on the same Postgres.
+            port = free_port()
+            argv = [sys.executable, "-m", "bench.api_load_anchor", str(port), str(args.workers)]
+            anchor_env = {**os.environ, "PYTHONPATH": str(ROOT), "ANCHOR_DB": anchor_url}
+            procs.append(serve(argv, anchor_env, port, work / "anchor.log"))
+            target = Target(
                 base=f"http://127.0.0.1:{port}",
                 relabel_path="/items/{id}",
                 page_path="/items?offset={offset}",
-                body=lambda n: {"version": 1, "label": (n + 1) % 3},
-            ),
-            tokens,
-            ids,
-            **run,
-            trees=trees(proc, postgres),
-        )
-        report("anchor postgres", anchor)
-        stop(procs.pop())
+                body=lambda n, v=version: {"version": v, "label": (n + v) % 3},
+            )
+            stats = run_mix(target, tokens, ids, **mix, trees=trees(procs[-1], postgres))
+            runs["anchor"].append(stats)
+            report("anchor postgres", stats)
+            stop(procs.pop())
     finally:
         for proc in procs:
             stop(proc)
         redis.stop()
         postgres.stop()
     print(f"load after: {os.getloadavg()}", flush=True)
-    errors = len(pg.errors) + len(lite.errors) + len(anchor.errors)
-    w, a = pg.relabel_rate(), anchor.relabel_rate()
+    pg, lite, anchor = runs["pg"], runs["lite"], runs["anchor"]
+    # Each round's ratio pairs two servers that ran a minute apart, under the same load
+    # from the rest of the machine: the median of those is steadier than a ratio of medians.
+    ratios = [w.relabel_rate() / a.relabel_rate() for w, a in zip(pg, anchor, strict=True)]
+    print("ratios by round: " + ", ".join(f"{q:.2f}" for q in ratios))
+    errors = sum(len(stats.errors) for stats in (*pg, *lite, *anchor))
     print(
-        f"RESULT api_load winnow={w:.0f} anchor={a:.0f} unit=req/s ratio={w / a:.2f} "
-        f"relabel_p99_ms={pct(pg.relabel_ms, 0.99):.0f} page_p50_ms={pct(pg.page_ms, 0.5):.0f} "
-        f"page_p99_ms={pct(pg.page_ms, 0.99):.0f} "
-        f"sqlite_relabel_p99_ms={pct(lite.relabel_ms, 0.99):.0f} errors={errors}"
+        f"RESULT api_load winnow={median(s.relabel_rate() for s in pg):.0f} "
+        f"anchor={median(s.relabel_rate() for s in anchor):.0f} unit=req/s "
+        f"ratio={median(ratios):.2f} "
+        f"relabel_p99_ms={median(pct(s.relabel_ms, 0.99) for s in pg):.0f} "
+        f"page_p50_ms={median(pct(s.page_ms, 0.5) for s in pg):.0f} "
+        f"page_p99_ms={median(pct(s.page_ms, 0.99) for s in pg):.0f} "
+        f"sqlite_relabel_p99_ms={median(pct(s.relabel_ms, 0.99) for s in lite):.0f} "
+        f"anchor_relabel_p99_ms={median(pct(s.relabel_ms, 0.99) for s in anchor):.0f} "
+        f"errors={errors} rounds={args.rounds}"
     )
 
 

@@ -1,11 +1,15 @@
 """The anchor of bench/api_load.py: a minimal FastAPI + SQLAlchemy app on the same Postgres,
 doing per relabel what Winnow does (read, version check, update, event insert) and a sorted
-page of 100 rows per read. Served by uvicorn as bench.api_load_anchor:anchor_app."""
+page of 100 rows per read. Served as `winnow serve --workers N` serves Winnow, N uvicorn
+processes each on a socket of its own (api/processes.py), so that the two differ in what
+the app does per request and not in how connections reach it:
+``python -m bench.api_load_anchor PORT WORKERS`` with ANCHOR_DB set."""
 
 from __future__ import annotations
 
 import os
 import random
+import sys
 from typing import Any
 
 from pydantic import BaseModel
@@ -78,3 +82,12 @@ class Patch(BaseModel):
 
     version: int
     label: int
+
+
+if __name__ == "__main__":
+    from api.processes import serve_processes
+
+    port, workers = int(sys.argv[1]), int(sys.argv[2])
+    app = "bench.api_load_anchor:anchor_app"
+    options = {"app": app, "factory": True, "host": "127.0.0.1", "port": port}
+    raise SystemExit(serve_processes(workers, {**options, "log_level": "warning"}))

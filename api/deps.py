@@ -123,18 +123,39 @@ _PROJECT_AND_MEMBER = (
 )
 
 
-def _user_from_token(session: Session, header: str) -> User | None:
+# A project route called with a token: who is asking and their membership, in one.
+_TOKEN_USER_AND_PROJECT = (
+    select(ApiToken, User, Project, ProjectMember)
+    .join(User, User.id == ApiToken.user_id)
+    .outerjoin(Project, Project.id == bindparam("project_id"))
+    .outerjoin(
+        ProjectMember, (ProjectMember.project_id == Project.id) & (ProjectMember.user_id == User.id)
+    )
+    .where(ApiToken.token_hash == bindparam("digest"))
+)
+
+
+def _digest(header: str) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return None
-    found = session.execute(_TOKEN_AND_USER, {"digest": token_digest(token.strip())}).first()
-    if found is None:
-        return None
-    row, user = found._tuple()
+    return token_digest(token.strip())
+
+
+def _token_user(row: ApiToken, user: User) -> User | None:
+    """The token's user if the token is still valid (its last use noted)."""
     if row.expires_at is not None and aware(row.expires_at) <= utcnow():
         return None
     _touch_token(row)
     return user
+
+
+def _user_from_token(session: Session, header: str) -> User | None:
+    digest = _digest(header)
+    if digest is None:
+        return None
+    found = session.execute(_TOKEN_AND_USER, {"digest": digest}).first()
+    return _token_user(*found._tuple()) if found is not None else None
 
 
 def has_credentials(request: Request) -> bool:
@@ -244,7 +265,28 @@ class Access:
 def project_access(project_id: RowId, request: Request, session: DbSession) -> Access:
     # The caller is worked out here rather than by depending on CurrentUser: one hop to
     # the thread pool for both.
+    header = request.headers.get("authorization")
+    if header and not hasattr(request.state, "caller"):
+        return _token_access(request, session, header, project_id)
     return _access(session, project_id, required(caller(request, session)))
+
+
+def _token_access(request: Request, session: Session, header: str, project_id: int) -> Access:
+    """A token's caller and their access to the project in one statement, with the
+    answers _authenticate and _access give: most REST calls are of this kind."""
+    digest = _digest(header)
+    found = None
+    if digest is not None:
+        found = session.execute(
+            _TOKEN_USER_AND_PROJECT, {"digest": digest, "project_id": project_id}
+        ).first()
+    token, user, project, member = found._tuple() if found is not None else (None,) * 4
+    if token is None or user is None or _token_user(token, user) is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API token")
+    if not user.is_active:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this account is disabled")
+    request.state.caller = user
+    return _access_to(project, member, user, project_id)
 
 
 def _access(session: Session, project_id: int, user: User) -> Access:
@@ -252,6 +294,12 @@ def _access(session: Session, project_id: int, user: User) -> Access:
         _PROJECT_AND_MEMBER, {"user_id": user.id, "project_id": project_id}
     ).first()
     project, member = found._tuple() if found is not None else (None, None)
+    return _access_to(project, member, user, project_id)
+
+
+def _access_to(
+    project: Project | None, member: ProjectMember | None, user: User, project_id: int
+) -> Access:
     if project is None or (member is None and not user.is_admin):
         # Same answer for "absent" and "not yours": project ids are not a secret,
         # but their existence should not leak to outsiders either.

@@ -3,10 +3,11 @@
 uvicorn's ``--workers`` shares one listening socket between its processes. The process
 whose event loop runs first when a burst of new connections arrives (a team opening the
 review page at once, clients reconnecting after a restart) accepts every connection
-waiting, and keeps them: keep-alive connections never move. With bench/api_load.py's 16 clients on two processes, one process spent 1,109
-ticks of CPU and the other 100 in one run, 187 and 1,385 in another, and the busy one
-set the pace. With a socket per process the kernel hands each new connection to one of
-them by a hash of its addresses and ports, so they share the load.
+waiting, and keeps them: keep-alive connections never move. With bench/api_load.py's 16
+clients on two processes, one process spent 1,109 ticks of CPU and the other 100 in one
+run, 187 and 1,385 in another, and the busy one set the pace. With a socket per process
+the kernel hands each new connection to one of them by a hash of its addresses and
+ports, so they share the load.
 
 The processes load the app first and start listening together, when all have loaded:
 the port opens only when every process can take its share. One that dies after it was

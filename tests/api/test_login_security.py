@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
 from core.columns import utcnow
 from core.db import transaction
-from core.tables import ApiToken
+from core.security import token_digest
+from core.tables import ApiToken, User
 from core.users import create_user
 from tests.conftest import migrated
+from tests.scored import _token, scored_project
 
 
 @pytest.fixture
@@ -132,3 +134,54 @@ def test_the_login_form_sends_people_only_to_pages_of_this_site(
     response = client.post("/login", data=form, follow_redirects=False)
     assert response.status_code == 303
     assert response.headers["location"] == lands_on
+
+
+def test_a_token_on_a_project_route_gets_the_answers_of_the_two_checks(tmp_path: Path) -> None:
+    """A project route called with a token reads the token, its user and the membership in
+    one statement; the answers are those of authentication then access: 401 for a token
+    that is unknown, malformed or expired (whatever the project), 403 for a disabled
+    account, 404 for a project that is absent or not the caller's, 200 for a member or
+    an admin."""
+    settings, factory = migrated(tmp_path, "k")
+    with transaction(factory) as s:
+        seeded = scored_project(s, ["a", "b"], 3, loss=float, editors=["eve"])
+        pid, tokens = seeded.project.id, dict(seeded.tokens)
+        for name, admin in (("mallory", False), ("root", True), ("gone", False)):
+            user = create_user(s, name, f"{name}-password", is_admin=admin)
+            tokens[name] = _token(s, user)
+            user.is_active = name != "gone"
+        s.add(
+            ApiToken(
+                user_id=s.scalars(select(User).where(User.username == "owner")).one().id,
+                name="old",
+                token_hash=token_digest("expired-token"),
+                prefix="e",
+                expires_at=utcnow() - timedelta(seconds=1),
+            )
+        )
+        tokens["expired"] = "expired-token"
+    with TestClient(create_app(settings)) as client:
+
+        def status(token: str, project: int = pid, scheme: str = "Bearer") -> int:
+            headers = {"Authorization": f"{scheme} {token}"}
+            return client.get(f"/api/projects/{project}/images", headers=headers).status_code
+
+        assert status(tokens["owner"]) == status(tokens["eve"]) == status(tokens["root"]) == 200
+        assert status(tokens["mallory"]) == status(tokens["owner"], project=pid + 99) == 404
+        assert status(tokens["gone"]) == 403
+        assert status("no-such-token") == status("no-such-token", project=pid + 99) == 401
+        assert status(tokens["owner"], scheme="Basic") == 401
+        assert status(tokens["expired"]) == status(tokens["expired"], project=pid + 99) == 401
+        # The relabel takes the same path.
+        first = client.get(
+            f"/api/projects/{pid}/images", headers={"Authorization": f"Bearer {tokens['eve']}"}
+        ).json()["items"][0]
+        patch = {"version": first["version"], "label": "b"}
+        url = f"/api/projects/{pid}/images/{first['id']}"
+        assert (
+            client.patch(url, json=patch, headers={"Authorization": "Bearer x"}).status_code == 401
+        )
+        mallory = {"Authorization": f"Bearer {tokens['mallory']}"}
+        assert client.patch(url, json=patch, headers=mallory).status_code == 404
+        eve = {"Authorization": f"Bearer {tokens['eve']}"}
+        assert client.patch(url, json=patch, headers=eve).status_code == 200

@@ -18,8 +18,8 @@ from core.db import transaction
 from tests.conftest import migrated
 from tests.scored import scored_project
 
-RELABEL_BOUND = 5
-LISTING_BOUND = 5
+RELABEL_BOUND = 4
+LISTING_BOUND = 4
 # Hops to the thread pool: one, the route (which checks access, works and commits);
 # under load each hop waits for the interpreter lock.
 HOPS_BOUND = 1

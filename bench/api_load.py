@@ -306,7 +306,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="winnow-api-load-"))
     postgres, redis = PostgresServer(), RedisServer()
     procs: list[subprocess.Popen[bytes]] = []
-    runs: dict[str, list[Stats]] = {"pg": [], "lite": [], "anchor": []}
+    names = ("winnow postgres", "winnow sqlite", "anchor postgres")
+    runs: dict[str, list[Stats]] = {name: [] for name in names}
     try:
         mix = dict(relabels=args.relabels, pages=args.pages, limit_s=args.limit_s)
         pg_url = postgres.create_database()
@@ -320,51 +321,72 @@ def main() -> None:
         ids = list(range(1, args.images + 1))
         random.Random(1).shuffle(ids)
         serve_argv = [sys.executable, "-m", "api.cli", "serve", "--no-worker", "--port"]
+
+        def measure(
+            name: str,
+            argv: list[str],
+            env: dict[str, str],
+            port: int,
+            target: Target,
+            tokens: list[str],
+            postgres: PostgresServer | None,
+        ) -> None:
+            """One server: start it, run the mix against it, stop it."""
+            procs.append(serve(argv, env, port, work / f"{name.replace(' ', '-')}.log"))
+            stats = run_mix(target, tokens, ids, **mix, trees=trees(procs[-1], postgres))
+            stop(procs.pop())
+            runs[name].append(stats)
+            report(name, stats)
+
         for r in range(args.rounds):
             # Round r relabels the same images again, with the version the last round left.
             version = r + 1
             print(f"round {r + 1} of {args.rounds}", flush=True)
-            # Winnow on Postgres + Redis.
             port = free_port()
-            env = winnow_env(work / "pg", WINNOW_DATABASE_URL=pg_url, WINNOW_BROKER_URL=redis.url())
-            argv = [*serve_argv, str(port), "--workers", str(args.workers)]
-            procs.append(serve(argv, env, port, work / "pg.log"))
-            target = winnow_target(port, pg_project, version)
-            stats = run_mix(target, tokens, ids, **mix, trees=trees(procs[-1], postgres))
-            runs["pg"].append(stats)
-            report("winnow postgres", stats)
-            stop(procs.pop())
-            # Winnow embedded: SQLite, one process.
+            measure(
+                "winnow postgres",
+                [*serve_argv, str(port), "--workers", str(args.workers)],
+                winnow_env(work / "pg", WINNOW_DATABASE_URL=pg_url, WINNOW_BROKER_URL=redis.url()),
+                port,
+                winnow_target(port, pg_project, version),
+                tokens,
+                postgres,
+            )
+            # Embedded: SQLite, one process.
             port = free_port()
-            env = winnow_env(sqlite_dir, WINNOW_DATABASE_URL=sqlite_url)
-            procs.append(serve([*serve_argv, str(port)], env, port, work / "sq.log"))
-            target = winnow_target(port, lite_project, version)
-            stats = run_mix(target, lite_tokens, ids, **mix, trees=trees(procs[-1], None))
-            runs["lite"].append(stats)
-            report("winnow sqlite", stats)
-            stop(procs.pop())
+            measure(
+                "winnow sqlite",
+                [*serve_argv, str(port)],
+                winnow_env(sqlite_dir, WINNOW_DATABASE_URL=sqlite_url),
+                port,
+                winnow_target(port, lite_project, version),
+                lite_tokens,
+                None,
+            )
             # The anchor on the same Postgres.
             port = free_port()
-            argv = [sys.executable, "-m", "bench.api_load_anchor", str(port), str(args.workers)]
-            anchor_env = {**os.environ, "PYTHONPATH": str(ROOT), "ANCHOR_DB": anchor_url}
-            procs.append(serve(argv, anchor_env, port, work / "anchor.log"))
-            target = Target(
-                base=f"http://127.0.0.1:{port}",
-                relabel_path="/items/{id}",
-                page_path="/items?offset={offset}",
-                body=lambda n, v=version: {"version": v, "label": (n + v) % 3},
+            anchor_argv = [sys.executable, "-m", "bench.api_load_anchor", str(port)]
+            measure(
+                "anchor postgres",
+                [*anchor_argv, str(args.workers)],
+                {**os.environ, "PYTHONPATH": str(ROOT), "ANCHOR_DB": anchor_url},
+                port,
+                Target(
+                    base=f"http://127.0.0.1:{port}",
+                    relabel_path="/items/{id}",
+                    page_path="/items?offset={offset}",
+                    body=lambda n, v=version: {"version": v, "label": (n + v) % 3},
+                ),
+                tokens,
+                postgres,
             )
-            stats = run_mix(target, tokens, ids, **mix, trees=trees(procs[-1], postgres))
-            runs["anchor"].append(stats)
-            report("anchor postgres", stats)
-            stop(procs.pop())
     finally:
         for proc in procs:
             stop(proc)
         redis.stop()
         postgres.stop()
     print(f"load after: {os.getloadavg()}", flush=True)
-    pg, lite, anchor = runs["pg"], runs["lite"], runs["anchor"]
+    pg, lite, anchor = (runs[name] for name in names)
     # Each round's ratio pairs two servers that ran a minute apart, under the same load
     # from the rest of the machine: the median of those is steadier than a ratio of medians.
     ratios = [w.relabel_rate() / a.relabel_rate() for w, a in zip(pg, anchor, strict=True)]

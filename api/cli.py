@@ -88,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         worker = subprocess.Popen(
             worker_argv("cpu,browser,gpu", settings.worker_concurrency, "prefork", "INFO"),
             # Run in the child before exec; this process has no threads yet.
-            preexec_fn=_die_with_parent,
+            preexec_fn=processes.die_with_parent,
         )
     # uvicorn stops on SIGTERM, then raises the signal again: with the default handler the
     # process would end there, before the worker is stopped. This handler ends it with an
@@ -137,17 +137,6 @@ class _Stopped(Exception):
 
 def _stop_serving(_signum: int, _frame: object) -> None:
     raise _Stopped
-
-
-def _die_with_parent() -> None:
-    """In the worker's process before it starts: SIGTERM it when `serve` dies, however it
-    dies (killed, crashed), so that no worker is left running alone. Linux only."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _stop_worker(worker: subprocess.Popen[bytes]) -> None:

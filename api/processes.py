@@ -19,6 +19,8 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import os
+import signal
 import socket
 import sys
 from multiprocessing.connection import wait
@@ -33,6 +35,17 @@ log = logging.getLogger("uvicorn.error")
 
 # How long the processes wait for each other to load the app before listening.
 START_TIMEOUT_S = 120.0
+
+
+def die_with_parent() -> None:
+    """In a child of `serve` (its worker, an API process): SIGTERM it when `serve` dies,
+    however it dies (killed, crashed), so that nothing is left running alone. Linux only."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def supported() -> bool:
@@ -73,7 +86,12 @@ def serve_one(config: uvicorn.Config) -> int:
     return 0 if server.started else STARTUP_FAILURE
 
 
-def _serve_one(options: dict[str, Any], together: Barrier | None, listening: Event) -> None:
+def _serve_one(
+    options: dict[str, Any], together: Barrier | None, listening: Event, parent: int
+) -> None:
+    die_with_parent()
+    if os.getppid() != parent:  # it died before this process could ask
+        return
     config = uvicorn.Config(**options)
     load(config)  # the app, before the port opens
     if together is not None:
@@ -94,7 +112,7 @@ def serve_processes(count: int, options: dict[str, Any]) -> int:
         listening = context.Event()
         process = context.Process(
             target=_serve_one,
-            args=(options, together if first else None, listening),
+            args=(options, together if first else None, listening, os.getpid()),
             name="winnow-api",
         )
         process.start()
@@ -102,10 +120,10 @@ def serve_processes(count: int, options: dict[str, Any]) -> int:
 
     processes = [start(True) for _ in range(count)]
     log.info(
-        "Serving on http://%s:%d with %d processes, each on its own socket",
+        "Starting %d API processes for http://%s:%d, each on a socket of its own",
+        count,
         options["host"],
         options["port"],
-        count,
     )
     try:
         while True:

@@ -149,3 +149,16 @@ def test_a_served_process_sets_its_startup_objects_aside_from_garbage_collection
     finally:
         gc.unfreeze()
         get_settings.cache_clear()
+
+
+def test_the_api_processes_end_with_serve_however_it_ends(tmp_path: Path) -> None:
+    env = winnow_env(tmp_path / "data", WINNOW_SECRET_KEY="k")
+    server = ServeProcess(env, tmp_path / "serve.log", "--no-worker", "--workers", "2")
+    try:
+        workers = _api_processes(server.proc.pid)
+        assert len(workers) == 2, server.log()
+        server.proc.kill()  # SIGKILL: serve stops nothing itself
+        server.proc.wait()
+        assert _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
+    finally:
+        server.stop()

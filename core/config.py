@@ -6,6 +6,7 @@ SQLite-backed Celery broker, both under the data directory.
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -163,10 +164,30 @@ class Settings(BaseSettings):
         # A generated key is kept in the data directory so that sessions survive restarts.
         path = self.data_dir / "secret.key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
+            _publish_secret(path)
         return path.read_text().strip()
+
+
+def _publish_secret(path: Path) -> None:
+    """Write a new key where none is, whoever else tries at the same moment.
+
+    API processes started together (`serve --workers N`) each asked for the key; writing
+    it in place, two could each keep a key of their own (a session signed by one was
+    refused by the other) or read a file not yet written, and the file was readable by
+    everyone until its chmod. The key is written, readable by the owner only, under a
+    name of this process's own, then linked into place: the link fails if a key is there,
+    and every process reads the one key that got there first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(48))
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
 
 
 @lru_cache

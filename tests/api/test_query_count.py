@@ -121,3 +121,36 @@ def test_the_review_page_takes_a_fixed_number_of_statements(tmp_path: Path, clas
             got = client.get(f"/projects/{pid}/review")
         assert got.status_code == 200
         assert len(page) <= PAGE_BOUND, page
+
+
+def test_a_decision_and_a_listing_run_in_the_small_interactive_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both hot routes take their thread from WINNOW_INTERACTIVE_THREADS' pool, not from
+    FastAPI's 40, and other routes do not."""
+    client, pid, token = _seed(tmp_path, 2, images=20)
+    client.app.state.settings = client.app.state.settings.model_copy(  # type: ignore[attr-defined]
+        update={"interactive_threads": 3}
+    )
+    auth = {"Authorization": f"Bearer {token}"}
+    pools: list[int | None] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def noted(func: Any, *args: Any, limiter: Any = None, **kwargs: Any) -> Any:
+        pools.append(limiter.total_tokens if limiter is not None else None)
+        return await run_sync(func, *args, limiter=limiter, **kwargs)
+
+    with client, monkeypatch.context() as patch:
+        patch.setattr(anyio.to_thread, "run_sync", noted)
+        items = client.get(f"/api/projects/{pid}/images?sort=-loss", headers=auth).json()
+        first = items["items"][0]
+        done = client.patch(
+            f"/api/projects/{pid}/images/{first['id']}",
+            json={"version": first["version"], "label": "class1"},
+            headers=auth,
+        )
+        assert done.status_code == 200
+        assert pools == [3, 3]
+        pools.clear()
+        assert client.get(f"/api/projects/{pid}", headers=auth).status_code == 200
+        assert 3 not in pools

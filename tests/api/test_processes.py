@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,53 +75,62 @@ def _listening(port: int) -> set[str]:
     return inodes
 
 
-def test_a_burst_of_connections_is_shared_by_the_api_processes(tmp_path: Path) -> None:
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[ServeProcess, list[int]]]:
+    """`winnow serve --no-worker --workers 2`, and its two API processes."""
     env = winnow_env(tmp_path / "data", WINNOW_SECRET_KEY="k")
     server = ServeProcess(env, tmp_path / "serve.log", "--no-worker", "--workers", "2")
     try:
         workers = _api_processes(server.proc.pid)
         assert len(workers) == 2, server.log()
-        listening = _listening(server.port)
-        own = [set(_socket_inodes(pid)) & listening for pid in workers]
-        assert [len(inodes) for inodes in own] == [1, 1] and own[0] != own[1], (own, listening)
-        before = {pid: _sockets(pid) for pid in workers}
-        start = threading.Barrier(CONNECTIONS)
-        answers: list[int] = []
-        conns: list[http.client.HTTPConnection] = []
-        lock = threading.Lock()
-
-        def client() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-            start.wait()
-            conn.request("GET", "/api/health")
-            status = conn.getresponse()
-            status.read()
-            with lock:
-                answers.append(status.status)
-                conns.append(conn)  # held open, as a browser keeps it
-
-        threads = [threading.Thread(target=client) for _ in range(CONNECTIONS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert answers == [200] * CONNECTIONS
-        taken = {pid: _sockets(pid) - before[pid] for pid in workers}
-        assert sum(taken.values()) == CONNECTIONS, taken
-        # A fair split is 32 each; the kernel's hash gives 16-48 all but once in 10,000.
-        assert min(taken.values()) >= CONNECTIONS // 4, taken
-        for conn in conns:
-            conn.close()
-        # A process that dies is started again, and the port keeps answering.
-        os.kill(workers[0], signal.SIGKILL)
-        assert _wait_for(lambda: len(_api_processes(server.proc.pid)) == 2)
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        conn.request("GET", "/api/health")
-        assert conn.getresponse().status == 200
-        conn.close()
-        assert "starting it again" in server.log()
+        yield server, workers
     finally:
         server.stop()
+
+
+def test_a_burst_of_connections_is_shared_by_the_api_processes(
+    served: tuple[ServeProcess, list[int]],
+) -> None:
+    server, workers = served
+    listening = _listening(server.port)
+    own = [set(_socket_inodes(pid)) & listening for pid in workers]
+    assert [len(inodes) for inodes in own] == [1, 1] and own[0] != own[1], (own, listening)
+    before = {pid: _sockets(pid) for pid in workers}
+    start = threading.Barrier(CONNECTIONS)
+    answers: list[int] = []
+    conns: list[http.client.HTTPConnection] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        start.wait()
+        conn.request("GET", "/api/health")
+        status = conn.getresponse()
+        status.read()
+        with lock:
+            answers.append(status.status)
+            conns.append(conn)  # held open, as a browser keeps it
+
+    threads = [threading.Thread(target=client) for _ in range(CONNECTIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [200] * CONNECTIONS
+    taken = {pid: _sockets(pid) - before[pid] for pid in workers}
+    assert sum(taken.values()) == CONNECTIONS, taken
+    # A fair split is 32 each; the kernel's hash gives 16-48 all but once in 10,000.
+    assert min(taken.values()) >= CONNECTIONS // 4, taken
+    for conn in conns:
+        conn.close()
+    # A process that dies is started again, and the port keeps answering.
+    os.kill(workers[0], signal.SIGKILL)
+    assert _wait_for(lambda: len(_api_processes(server.proc.pid)) == 2)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/api/health")
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert "starting it again" in server.log()
 
 
 def _wait_for(check: Callable[[], bool], timeout: float = 60.0) -> bool:
@@ -151,14 +160,10 @@ def test_a_served_process_sets_its_startup_objects_aside_from_garbage_collection
         get_settings.cache_clear()
 
 
-def test_the_api_processes_end_with_serve_however_it_ends(tmp_path: Path) -> None:
-    env = winnow_env(tmp_path / "data", WINNOW_SECRET_KEY="k")
-    server = ServeProcess(env, tmp_path / "serve.log", "--no-worker", "--workers", "2")
-    try:
-        workers = _api_processes(server.proc.pid)
-        assert len(workers) == 2, server.log()
-        server.proc.kill()  # SIGKILL: serve stops nothing itself
-        server.proc.wait()
-        assert _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
-    finally:
-        server.stop()
+def test_the_api_processes_end_with_serve_however_it_ends(
+    served: tuple[ServeProcess, list[int]],
+) -> None:
+    server, workers = served
+    server.proc.kill()  # SIGKILL: serve stops nothing itself
+    server.proc.wait()
+    assert _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))

@@ -85,16 +85,16 @@ def scored_project(
     )
     session.flush()
     store_review_rank(session, project.id)  # as the rank job does with its scores
-    tokens = {owner: _token(session, user)}
+    tokens = {owner: api_token(session, user)}
     for name in editors:
         editor = create_user(session, name, f"{name}-password")
         session.add(ProjectMember(project_id=project.id, user_id=editor.id, role=Role.editor))
-        tokens[name] = _token(session, editor)
+        tokens[name] = api_token(session, editor)
     session.flush()
     return Scored(project, ids, images, tokens)
 
 
-def _token(session: Session, user: User) -> str:
+def api_token(session: Session, user: User) -> str:
     token = new_api_token()
     session.add(ApiToken(user_id=user.id, name="t", token_hash=token_digest(token), prefix="x"))
     return token

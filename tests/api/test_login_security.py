@@ -20,7 +20,7 @@ from core.security import token_digest
 from core.tables import ApiToken, User
 from core.users import create_user
 from tests.conftest import migrated
-from tests.scored import _token, scored_project
+from tests.scored import api_token, scored_project
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ def test_a_token_on_a_project_route_gets_the_answers_of_the_two_checks(tmp_path:
         pid, tokens = seeded.project.id, dict(seeded.tokens)
         for name, admin in (("mallory", False), ("root", True), ("gone", False)):
             user = create_user(s, name, f"{name}-password", is_admin=admin)
-            tokens[name] = _token(s, user)
+            tokens[name] = api_token(s, user)
             user.is_active = name != "gone"
         s.add(
             ApiToken(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
@@ -34,6 +35,20 @@ def migrated(data_dir: Path, secret_key: str = "k") -> tuple[Settings, sessionma
     settings = Settings(data_dir=data_dir, secret_key=secret_key)
     upgrade(settings.db_url)
     return settings, make_session_factory(make_engine(settings.db_url))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a migrated database, SQLite and then Postgres."""
+    if request.param == "postgres":
+        postgres: PostgresServer = request.getfixturevalue("postgres_server")
+        url = postgres.create_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'winnow.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
 
 
 def _processes_using(data_root: str) -> list[tuple[int, str]]:

@@ -23,7 +23,7 @@ from api.deps import (
 )
 from api.files import store_response
 from core import labels
-from core.images import ImageFilter, Sort, image_out, list_images
+from core.images import ImageFilter, Sort, image_out, list_rows, page_json
 from core.ingest import class_by_name
 from core.pairs import PairsPage, similar_pairs
 from core.schemas import BulkPatch, BulkResult, ImageOut, ImagePage, ImagePatch, LabelEventOut
@@ -127,9 +127,9 @@ async def get_images(
             query=query,
             disagreed=disagreed,
         )
-        total, items = list_images(session, pid, flt, sort=sort, limit=limit, offset=offset)
+        total, rows = list_rows(session, pid, flt, sort=sort, limit=limit, offset=offset)
         in_route.commit(session)
-        return in_route.as_json(ImagePage(total=total, items=items))
+        return Response(page_json(total, rows), media_type="application/json")
 
     return await in_route.interactive(request, work)
 

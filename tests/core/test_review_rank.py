@@ -4,11 +4,8 @@ the scores lists, on SQLite and Postgres, and is used only for the ranking it ho
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from alembic import command
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,19 +20,6 @@ from tests.services import PostgresServer
 
 IMAGES = 300
 BY_RANK = "ORDER BY images.review_rank"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "postgres":
-        postgres: PostgresServer = request.getfixturevalue("postgres_server")
-        url = postgres.create_database()
-    else:
-        url = f"sqlite:///{tmp_path / 'winnow.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def _seed(factory: sessionmaker[Session]) -> int:

@@ -155,7 +155,7 @@ def _user_from_token(session: Session, header: str) -> User | None:
     if digest is None:
         return None
     found = session.execute(_TOKEN_AND_USER, {"digest": digest}).first()
-    return _token_user(*found._tuple()) if found is not None else None
+    return _token_user(*found) if found is not None else None
 
 
 def has_credentials(request: Request) -> bool:
@@ -280,7 +280,7 @@ def _token_access(request: Request, session: Session, header: str, project_id: i
         found = session.execute(
             _TOKEN_USER_AND_PROJECT, {"digest": digest, "project_id": project_id}
         ).first()
-    token, user, project, member = found._tuple() if found is not None else (None,) * 4
+    token, user, project, member = found if found is not None else (None,) * 4
     if token is None or user is None or _token_user(token, user) is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API token")
     if not user.is_active:
@@ -293,7 +293,7 @@ def _access(session: Session, project_id: int, user: User) -> Access:
     found = session.execute(
         _PROJECT_AND_MEMBER, {"user_id": user.id, "project_id": project_id}
     ).first()
-    project, member = found._tuple() if found is not None else (None, None)
+    project, member = found if found is not None else (None, None)
     return _access_to(project, member, user, project_id)
 
 

@@ -173,7 +173,7 @@ def run_winnow(args: argparse.Namespace) -> dict[str, Any]:
             .join(Image, Image.id == ImageScore.image_id)
             .join(ImageClass, ImageClass.id == Image.label_id)
             .where(ImageScore.model_version_id == model_id, ImageScore.method == "in_sample")
-        ).tuples()
+        )
         losses = {f"{label}/{name}": loss for label, name, loss in rows}
     assert len(losses) == result["in_sample"]
     return {"init": init, "seconds": seconds, "losses": losses}

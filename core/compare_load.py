@@ -33,9 +33,7 @@ def load_comparison(session: Session, first: ModelVersion, second: ModelVersion)
     names = dict(
         session.execute(
             select(ImageClass.id, ImageClass.name).where(ImageClass.project_id == project_id)
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     images: dict[int, ImageNow] = {}
     for chunk in _chunks(sorted(ids_a ^ ids_b)):
@@ -43,7 +41,7 @@ def load_comparison(session: Session, first: ModelVersion, second: ModelVersion)
             select(
                 Image.id, Image.state, Image.label_id, Image.reject_reason, Image.created_at
             ).where(Image.project_id == project_id, Image.id.in_(chunk))
-        ).tuples()
+        )
         for image_id, state, label_id, reason, created in found:
             label = names.get(label_id) if label_id is not None else None
             images[image_id] = ImageNow(image_id, state, label, reason, created)
@@ -59,7 +57,7 @@ def load_comparison(session: Session, first: ModelVersion, second: ModelVersion)
         )
         .where(LabelEvent.project_id == project_id, LabelEvent.created_at > a.created_at)
         .order_by(LabelEvent.id)
-    ).tuples()
+    )
     events = [
         EventNow(
             image_id,

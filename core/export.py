@@ -24,7 +24,7 @@ def export_rows(session: Session, project_id: int) -> Iterator[tuple[Image, str]
         .where(Image.project_id == project_id, Image.state == ImageState.ok)
         .order_by(ImageClass.name, Image.id)
     )
-    yield from rows.tuples()
+    yield from rows
 
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).

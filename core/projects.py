@@ -56,7 +56,7 @@ def projects_for(session: Session, user_id: int, is_admin: bool) -> list[tuple[P
         .join(ProjectMember, ProjectMember.project_id == Project.id)
         .where(ProjectMember.user_id == user_id)
         .order_by(Project.id)
-    ).tuples()
+    )
     return list(rows)
 
 
@@ -65,7 +65,7 @@ def state_counts(session: Session, project_id: int) -> dict[str, int]:
         select(Image.state, func.count())
         .where(Image.project_id == project_id)
         .group_by(Image.state)
-    ).tuples()
+    )
     return {state.value: n for state, n in rows}
 
 
@@ -76,5 +76,5 @@ def members(session: Session, project_id: int) -> list[MemberOut]:
         .join(User, User.id == ProjectMember.user_id)
         .where(ProjectMember.project_id == project_id)
         .order_by(User.username)
-    ).tuples()
+    )
     return [MemberOut(username=u.username, user_id=u.id, role=m.role) for m, u in rows]

@@ -133,7 +133,7 @@ def _opinion_candidates(
         stmt = stmt.where(SecondOpinion.image_id.not_in(skip))
     seen: set[int] = set()
     rows: list[tuple[int, int | None]] = []
-    for image_id, opinion_id in session.execute(stmt).tuples():
+    for image_id, opinion_id in session.execute(stmt):
         if image_id not in seen:  # one request per image at a time
             seen.add(image_id)
             rows.append((image_id, opinion_id))
@@ -211,7 +211,7 @@ def held(session: Session, project_id: int, user_id: int) -> Batch:
             ReviewLease.expires_at > utcnow(),
         )
         .order_by(ReviewLease.leased_at, ReviewLease.image_id)
-    ).tuples()
+    )
     batch = Batch(expires_at=utcnow(), image_ids=[])
     for image_id, opinion_id, expires_at in rows:
         batch.image_ids.append(image_id)

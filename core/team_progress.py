@@ -65,7 +65,7 @@ def progress(session: Session, project_id: int) -> Progress:
             LabelEvent.source.in_(PEOPLE),
             LabelEvent.action.in_(DECISIONS),
         )
-    ).tuples()
+    )
     by_user: dict[int | None, Tally] = defaultdict(Tally)
     by_class: dict[int | None, Tally] = defaultdict(Tally)
     total = Tally()
@@ -92,14 +92,14 @@ def progress(session: Session, project_id: int) -> Progress:
             select(ReviewLease.user_id, func.count())
             .where(ReviewLease.project_id == project_id, ReviewLease.expires_at > utcnow())
             .group_by(ReviewLease.user_id)
-        ).tuples()
+        )
     }
     agreement: dict[int | None, Agreement] = defaultdict(Agreement)
     opinions = session.execute(
         select(
             SecondOpinion.first_user_id, SecondOpinion.second_user_id, SecondOpinion.state
         ).where(SecondOpinion.project_id == project_id)
-    ).tuples()
+    )
     open_count = 0
     for first, second, state in opinions:
         if state is OpinionState.open:
@@ -129,9 +129,9 @@ def names(session: Session, project_id: int) -> tuple[dict[int, str], dict[int, 
         cid: name
         for cid, name in session.execute(
             select(ImageClass.id, ImageClass.name).where(ImageClass.project_id == project_id)
-        ).tuples()
+        )
     }
-    users = {uid: name for uid, name in session.execute(select(User.id, User.username)).tuples()}
+    users = {uid: name for uid, name in session.execute(select(User.id, User.username))}
     return classes, users
 
 

@@ -63,7 +63,7 @@ def image_and_class(
     ).first()
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"image {image_id} not found")
-    image, now, new = found._tuple()
+    image, now, new = found
     if name is not None and new is None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"project {project_id} has no class {name!r}"

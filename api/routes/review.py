@@ -36,7 +36,7 @@ def batch_out(session: Session, project_id: int, batch: review.Batch, blind: boo
             i: (w, h)
             for i, w, h in session.execute(
                 select(Image.id, Image.width, Image.height).where(Image.id.in_(batch.image_ids))
-            ).tuples()
+            )
         }
         out.blind = [
             BlindImage(id=i, opinion_id=batch.opinions[i], width=sizes[i][0], height=sizes[i][1])

@@ -87,8 +87,8 @@ def test_regroup_links_later_copies_to_the_first_and_flags_cross_class(
         {"first_id": ids[0], "image_ids": [ids[0], ids[1], late_id], "label_ids": [a.id, b.id]}
     ]
     with transaction(factory) as s:
-        links = dict(s.execute(select(Image.id, Image.duplicate_of_id)).tuples().all())
-        versions = dict(s.execute(select(Image.id, Image.version)).tuples().all())
+        links = dict(s.execute(select(Image.id, Image.duplicate_of_id)).all())
+        versions = dict(s.execute(select(Image.id, Image.version)).all())
     assert links == {ids[0]: None, ids[1]: ids[0], ids[2]: None, late_id: ids[0]}
     assert versions[ids[1]] == 2  # the link went through the ORM's version counter
 
@@ -96,6 +96,6 @@ def test_regroup_links_later_copies_to_the_first_and_flags_cross_class(
         s.get_one(Image, ids[1]).state = ImageState.rejected
         summary = regroup(s, project_id)  # a full rebuild drops the rejected copy
     with transaction(factory) as s:
-        links = dict(s.execute(select(Image.id, Image.duplicate_of_id)).tuples().all())
+        links = dict(s.execute(select(Image.id, Image.duplicate_of_id)).all())
     assert links == {ids[0]: None, ids[1]: None, ids[2]: None, late_id: ids[0]}
     assert summary.groups == 1 and len(summary.cross_class) == 1

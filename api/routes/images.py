@@ -245,7 +245,6 @@ def _update_image(
     image, names, label_id = image_and_class(session, access.project.id, image_id, body.label)
     try:
         _apply(session, store, image, action, label_id, body.version, access.user.id, source)
-        session.flush()
     except labels.StaleVersion as exc:
         session.rollback()
         raise HTTPException(

@@ -96,7 +96,7 @@ def _seed(
         store.put(data, "thumb", sha256=image.sha256)
         image.state = ImageState.ok
         s.flush()
-        event = apply_change(s, image, Change(LabelAction.keep), user.id)
+        event_id = apply_change(s, image, Change(LabelAction.keep), user.id)
         job = Job(project_id=project.id, kind="verify", params={}, status=JobStatus.succeeded)
         s.add(job)
         s.flush()
@@ -129,7 +129,7 @@ def _seed(
         opinion = SecondOpinion(
             project_id=project.id,
             image_id=image.id,
-            event_id=event.id,
+            event_id=event_id,
             first_user_id=user.id,
             first_label_id=image.label_id,
         )
@@ -141,7 +141,7 @@ def _seed(
             "image_id": image.id,
             "job_id": job.id,
             "model_id": version.id,
-            "event_id": event.id,
+            "event_id": event_id,
             "token_id": token.id,
             "opinion_id": opinion.id,
             "other_id": version.id,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
 
 import anyio
 from fastapi import Depends, HTTPException, Path, Request, Response, status
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -108,13 +108,16 @@ DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 # The statements every request runs are built once (building one costs more than running
 # it). The token with its user, and the project with the caller's membership: one each.
+# A token's columns rather than the mapped object: a request reads them, and writes
+# last_used_at once a minute at most.
+_TOKEN = (ApiToken.id, ApiToken.expires_at, ApiToken.last_used_at)
 _TOKEN_AND_USER = (
-    select(ApiToken, User)
+    select(*_TOKEN, User)
     .join(User, User.id == ApiToken.user_id)
     .where(ApiToken.token_hash == bindparam("digest"))
 )
 _PROJECT_AND_MEMBER = (
-    select(Project, ProjectMember)
+    select(Project, ProjectMember.role)
     .outerjoin(
         ProjectMember,
         (ProjectMember.project_id == Project.id) & (ProjectMember.user_id == bindparam("user_id")),
@@ -125,7 +128,7 @@ _PROJECT_AND_MEMBER = (
 
 # A project route called with a token: who is asking and their membership, in one.
 _TOKEN_USER_AND_PROJECT = (
-    select(ApiToken, User, Project, ProjectMember)
+    select(*_TOKEN, User, Project, ProjectMember.role)
     .join(User, User.id == ApiToken.user_id)
     .outerjoin(Project, Project.id == bindparam("project_id"))
     .outerjoin(
@@ -142,11 +145,19 @@ def _digest(header: str) -> str | None:
     return token_digest(token.strip())
 
 
-def _token_user(row: ApiToken, user: User) -> User | None:
+def _token_user(
+    session: Session,
+    token_id: int,
+    expires_at: datetime | None,
+    last_used_at: datetime | None,
+    user: User,
+) -> User | None:
     """The token's user if the token is still valid (its last use noted)."""
-    if row.expires_at is not None and aware(row.expires_at) <= utcnow():
+    now = utcnow()
+    if expires_at is not None and aware(expires_at) <= now:
         return None
-    _touch_token(row)
+    if last_used_at is None or now - aware(last_used_at) >= TOKEN_TOUCH_EVERY:
+        session.execute(_TOUCH_TOKEN, {"token_id": token_id, "now": now})
     return user
 
 
@@ -155,7 +166,7 @@ def _user_from_token(session: Session, header: str) -> User | None:
     if digest is None:
         return None
     found = session.execute(_TOKEN_AND_USER, {"digest": digest}).first()
-    return _token_user(*found) if found is not None else None
+    return _token_user(session, *found) if found is not None else None
 
 
 def has_credentials(request: Request) -> bool:
@@ -175,13 +186,11 @@ def has_credentials(request: Request) -> bool:
 # Writing last_used_at on every request made every read a write transaction (row locks on
 # Postgres, the one write lock on SQLite); to the minute is all an owner needs to know.
 TOKEN_TOUCH_EVERY = timedelta(minutes=1)
-
-
-def _touch_token(row: ApiToken) -> None:
-    now = utcnow()
-    last = row.last_used_at
-    if last is None or now - aware(last) >= TOKEN_TOUCH_EVERY:
-        row.last_used_at = now
+_TOUCH_TOKEN = (
+    update(ApiToken)
+    .where(ApiToken.id == bindparam("token_id"))
+    .values(last_used_at=bindparam("now"))
+)
 
 
 def caller(request: Request, session: Session) -> User | None:
@@ -280,32 +289,30 @@ def _token_access(request: Request, session: Session, header: str, project_id: i
         found = session.execute(
             _TOKEN_USER_AND_PROJECT, {"digest": digest, "project_id": project_id}
         ).first()
-    token, user, project, member = found if found is not None else (None,) * 4
-    if token is None or user is None or _token_user(token, user) is None:
+    if found is None or _token_user(session, *found[:4]) is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API token")
+    user, project, role = found[3:]
     if not user.is_active:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this account is disabled")
     request.state.caller = user
-    return _access_to(project, member, user, project_id)
+    return _access_to(project, role, user, project_id)
 
 
 def _access(session: Session, project_id: int, user: User) -> Access:
     found = session.execute(
         _PROJECT_AND_MEMBER, {"user_id": user.id, "project_id": project_id}
     ).first()
-    project, member = found if found is not None else (None, None)
-    return _access_to(project, member, user, project_id)
+    project, role = found if found is not None else (None, None)
+    return _access_to(project, role, user, project_id)
 
 
-def _access_to(
-    project: Project | None, member: ProjectMember | None, user: User, project_id: int
-) -> Access:
-    if project is None or (member is None and not user.is_admin):
+def _access_to(project: Project | None, role: Role | None, user: User, project_id: int) -> Access:
+    """``role``: the caller's membership (None: not a member)."""
+    if project is None or (role is None and not user.is_admin):
         # Same answer for "absent" and "not yours": project ids are not a secret,
         # but their existence should not leak to outsiders either.
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project_id} not found")
-    role = member.role if member is not None else Role.owner
-    return Access(project=project, user=user, role=role)
+    return Access(project=project, user=user, role=role if role is not None else Role.owner)
 
 
 ProjectAccess = Annotated[Access, Depends(project_access)]

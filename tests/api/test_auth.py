@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
 from api.main import create_app
+from core.columns import aware, utcnow
 from core.db import make_engine, make_session_factory, transaction
 from core.migrate import upgrade
+from core.tables import ApiToken
 from core.users import create_user, ensure_admin
 from tests.conftest import migrated
 
@@ -135,3 +139,29 @@ def test_first_admin_is_created_once(tmp_path: Path) -> None:
     assert generated and len(generated) >= 12
     with transaction(factory) as s:
         assert ensure_admin(s, "") is None
+
+
+def test_a_token_notes_its_last_use_to_the_minute(app_client: TestClient) -> None:
+    """Both ways a token is checked (a user route; a project route, which reads the token
+    with the project) note its last use, and write it again only after a minute."""
+    headers = _token(app_client, "bob")
+    project = app_client.post("/api/projects", json={"name": "bears"}, headers=headers)
+    assert project.status_code == 201, project.text
+    factory = app_client.app.state.session_factory  # type: ignore[attr-defined]
+
+    def last_used() -> datetime:
+        with transaction(factory) as s:
+            (moment,) = s.scalars(select(ApiToken.last_used_at)).all()
+        assert moment is not None
+        return aware(moment)
+
+    noted = last_used()
+    assert utcnow() - noted < timedelta(seconds=30)
+    for route in ("/api/users/me", f"/api/projects/{project.json()['id']}"):
+        assert app_client.get(route, headers=headers).status_code == 200
+        assert last_used() == noted  # within the minute: not written again
+        with transaction(factory) as s:
+            s.execute(update(ApiToken).values(last_used_at=noted - timedelta(minutes=2)))
+        assert app_client.get(route, headers=headers).status_code == 200
+        noted = last_used()
+        assert utcnow() - noted < timedelta(seconds=30), route

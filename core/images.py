@@ -87,9 +87,10 @@ _LATEST_SCORED = (
 def store_review_rank(session: Session, project_id: int) -> None:
     """Write each image's place in the ranking a listing by loss shows by default (the
     newest scored model, its most honest method), in the caller's transaction, with the
-    scores: a review page then reads one index range (ix_images_review) at any offset,
-    where joining and sorting every image's score cost about 10 ms of the database's CPU
-    per page at 10,000 images. Ranking is not a change to an image: updated_at and the
+    scores: a review page then reads one range of ix_images_review, from the project's
+    first entry to the page's last (the offset's length: 1.4 ms at offset 5,000), where
+    joining and sorting every image's score cost about 10 ms of the database's CPU per page
+    at 10,000 images. Ranking is not a change to an image: updated_at and the
     version stay as they are."""
     images = _IMAGES
     found = latest_scored_model(session, project_id)

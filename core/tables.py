@@ -176,7 +176,7 @@ class Image(Base):
         # Imports skip URLs a project already has: one lookup per URL. A hash index on
         # Postgres, whose B-tree entries cannot hold the longest URLs.
         Index("ix_images_image_url", "image_url", postgresql_using="hash"),
-        # The review queue's default order (core/images.py): one index range, any offset.
+        # The review queue's default order (core/images.py): a page is one index range, no sort.
         Index("ix_images_review", "project_id", "review_rank", "id"),
     )
 

@@ -19,7 +19,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.columns import utcnow
-from core.images import HUMAN_SOURCES, latest_scored_model, stored_order_holds
+from core.images import HUMAN_SOURCES
+from core.review_rank import latest_scored_model, stored_order_holds
 from core.tables import Image, ImageScore, ImageState, LabelAction, LabelEvent
 from core.team_tables import OpinionState, ReviewLease, SecondOpinion
 

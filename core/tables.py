@@ -118,7 +118,7 @@ class Project(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # The ranking that images.review_rank holds (a model version and a scoring method);
-    # listings by loss use it when it is the ranking they show (core.images.review_rank).
+    # listings by loss use it when it is the ranking they show (core/review_rank.py).
     review_model_id: Mapped[int | None] = mapped_column(Integer)
     review_method: Mapped[str | None] = mapped_column(String(16))
 
@@ -176,7 +176,7 @@ class Image(Base):
         # Imports skip URLs a project already has: one lookup per URL. A hash index on
         # Postgres, whose B-tree entries cannot hold the longest URLs.
         Index("ix_images_image_url", "image_url", postgresql_using="hash"),
-        # The review queue's default order (core/images.py): a page is one index range, no sort.
+        # The review queue's default order (core/review_rank.py): a page is an index range.
         Index("ix_images_review", "project_id", "review_rank", "id"),
     )
 

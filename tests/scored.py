@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from core.images import store_review_rank
 from core.projects import create_project
+from core.review_rank import store_review_rank
 from core.schemas import ClassIn, ProjectIn
 from core.security import new_api_token, token_digest
 from core.tables import (

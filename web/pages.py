@@ -26,10 +26,11 @@ from api.deps import (
     start_session,
 )
 from core import projects, review, team_progress
-from core.images import ImageFilter, Sort, filter_choices, latest_scored_model, list_images
+from core.images import ImageFilter, Sort, filter_choices, list_images
 from core.kinds import KINDS, JobKindName
 from core.pairs import similar_pairs
 from core.query_stats import query_quality
+from core.review_rank import latest_scored_model
 from core.schemas import ImageOut
 from core.security import SESSION_COOKIE, SessionSigner
 from core.stats import class_stats

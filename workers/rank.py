@@ -24,8 +24,8 @@ from torch import nn
 from torchvision import models
 
 from core.db import refresh_statistics
-from core.images import store_review_rank
 from core.params import RankParams, TrainParams
+from core.review_rank import store_review_rank
 from core.tables import Image, ImageScore, ModelVersion
 from workers.cross_validation import cross_validated_probs
 from workers.embedding_pairs import similar_pairs

@@ -1,6 +1,6 @@
 """The review queue's default order stored with the images: each image's place in the
 project's current ranking, and which ranking that is, filled here for projects already
-ranked (as core.images.store_review_rank does after each rank job).
+ranked (as core.review_rank.store_review_rank does after each rank job).
 
 Revision ID: 0009
 Revises: 0008

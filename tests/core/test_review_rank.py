@@ -11,9 +11,10 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_session_factory, refresh_statistics, transaction
-from core.images import ImageFilter, list_images, store_review_rank
+from core.images import ImageFilter, list_images
 from core.migrate import alembic_config, upgrade
 from core.review import next_batch
+from core.review_rank import store_review_rank
 from core.tables import Image, ImageScore, ImageState, ModelVersion, Project, User
 from tests.scored import scored_project
 from tests.services import PostgresServer

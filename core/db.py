@@ -6,9 +6,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, MetaData, create_engine, event, exc, text
+from sqlalchemy import Engine, MetaData, Table, create_engine, event, exc, text
 from sqlalchemy.orm import (
     DeclarativeBase,
     ORMExecuteState,
@@ -29,6 +29,12 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(model: type[Base]) -> Table:
+    """A mapped class's table, typed as one: statements on plain columns run without the
+    ORM's loading of each row (``__table__`` is typed as any FROM clause)."""
+    return cast(Table, model.__table__)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

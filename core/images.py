@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from types import GenericAlias
 from typing import Any, Literal
-from typing import cast as cast_type
 
 from pydantic import TypeAdapter
 from sqlalchemy import (
     Integer,
     Select,
     String,
-    Table,
     and_,
     bindparam,
     cast,
@@ -26,6 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from typing_extensions import TypedDict
 
+from core.db import table_of
 from core.review_rank import latest_scored_model, stored_order_holds
 from core.schemas import ImageOut
 from core.tables import (
@@ -40,11 +39,11 @@ from core.team_tables import OpinionState, SecondOpinion
 
 Sort = Literal["id", "-id", "loss", "-loss"]
 
-# Tables, not mapped classes: a statement of plain columns runs without the ORM's loading
-# of each row, which was a third of a review page's time in Python.
-_IMAGES = cast_type(Table, Image.__table__)
-_SCORES = cast_type(Table, ImageScore.__table__)
-_CLASSES = cast_type(Table, ImageClass.__table__)
+# Tables, not mapped classes: the ORM's loading of each row was a third of a review page's
+# time in Python.
+_IMAGES = table_of(Image)
+_SCORES = table_of(ImageScore)
+_CLASSES = table_of(ImageClass)
 
 
 @dataclass

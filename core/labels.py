@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 from typing import cast as cast_type
 
-from sqlalchemy import CursorResult, Table, Update, bindparam, insert, inspect, select, update
+from sqlalchemy import CursorResult, Update, bindparam, insert, inspect, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.columns import utcnow
+from core.db import table_of
 from core.tables import EventSource, Image, ImageState, LabelAction, LabelEvent
 
 # What a person can ask for; undo has its own call, reject and accept are the verifier's.
@@ -80,8 +81,6 @@ def record_event(
     )
     image.label_id = new_label_id
     image.state = new_state
-    # Even a "keep" touches the row, so its version moves on and a reviewer acting on
-    # the earlier view hears that someone decided about this image in the meantime.
     image.updated_at = utcnow()
     if reason is not None:
         image.reject_reason = reason
@@ -184,8 +183,8 @@ def _decide(
     raise InvalidChange(f"unknown action {change.action!r}; use one of {', '.join(ACTIONS)}")
 
 
-_IMAGES = cast_type(Table, Image.__table__)
-_EVENTS = cast_type(Table, LabelEvent.__table__)
+_IMAGES = table_of(Image)
+_EVENTS = table_of(LabelEvent)
 
 
 def _update(settles: bool) -> Update:

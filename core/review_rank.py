@@ -4,16 +4,15 @@ and review_method)."""
 
 from __future__ import annotations
 
-from typing import cast as cast_type
-
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from core.db import table_of
 from core.tables import Image, ImageScore, ModelVersion, Project
 
-_IMAGES = cast_type(Table, Image.__table__)
-_SCORES = cast_type(Table, ImageScore.__table__)
-_MODELS = cast_type(Table, ModelVersion.__table__)
+_IMAGES = table_of(Image)
+_SCORES = table_of(ImageScore)
+_MODELS = table_of(ModelVersion)
 
 
 def latest_scored_model(session: Session, project_id: int) -> tuple[int, str] | None:
